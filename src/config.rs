@@ -1,0 +1,58 @@
+//! Configuration: command-line flags, each with an environment fallback.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+/// The `cairn` command line.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; plain `cairn` serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of plain `cairn` (same as `cairn serve`).
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(Config),
+    /// Print the OpenAPI document (regenerate the committed copy with
+    /// `cargo run -- openapi > openapi/openapi.json`).
+    Openapi,
+}
+
+/// Everything the server can be told. Never logged: the database URL may hold
+/// a password.
+#[derive(Parser, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The store: `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most events in one append.
+    #[arg(long, env = "CAIRN_MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+    /// Largest `limit` a read may ask for.
+    #[arg(long, env = "CAIRN_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: i64,
+    /// Database connections in the pool.
+    #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// Browser origins allowed by CORS (comma-separated); none turns CORS off.
+    #[arg(
+        long = "cors-origin",
+        env = "CAIRN_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}

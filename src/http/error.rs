@@ -1,0 +1,199 @@
+//! The one error type of the HTTP layer, rendered as RFC 9457 problem+json.
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::store::{Expected, StoreError};
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Seconds a client should wait before retrying when the store is down.
+const RETRY_AFTER_SECONDS: &str = "2";
+
+/// Everything a request can fail with; each variant is one problem type.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: JSON, names, headers, query parameters.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such stream, event, route…
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    /// `Accept` admits no media type this resource serves.
+    #[error("this resource answers {0}")]
+    NotAcceptable(&'static str),
+    /// The write conflicts with what is stored (a reused event id…).
+    #[error("{0}")]
+    Conflict(String),
+    /// The expected version did not hold.
+    #[error("stream {stream} is at version {actual}")]
+    WrongVersion {
+        /// The stream written to.
+        stream: String,
+        /// What the request expected.
+        expected: Expected,
+        /// The stream's version.
+        actual: i64,
+    },
+    /// The body or batch exceeds the configured limits.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The store is down: retry later.
+    #[error("the store is unavailable; retry later")]
+    Unavailable,
+    /// A bug or corrupt data; the detail is logged, never shown.
+    #[error("internal error")]
+    Internal,
+}
+
+/// Marks a response that failed because of the store, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreFailure;
+
+impl ApiError {
+    /// The HTTP status of the problem.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::WrongVersion { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short name of the problem, the last part of its `type` URI.
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::NotAcceptable(_) => "not-acceptable",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::WrongVersion { .. } => "wrong-expected-version",
+            ApiError::TooLarge(_) => "too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::Unavailable => "store-unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut extra = Map::new();
+        if let ApiError::WrongVersion {
+            stream,
+            expected,
+            actual,
+        } = &self
+        {
+            let expected: Value = match expected {
+                Expected::Exists => "exists".into(),
+                Expected::NoStream => (-1).into(),
+                Expected::Version(v) => (*v).into(),
+                Expected::Any => Value::Null,
+            };
+            extra.extend([
+                ("stream".into(), json!(stream)),
+                ("expected_version".into(), expected),
+                ("actual_version".into(), json!(actual)),
+            ]);
+        }
+        let body = Problem {
+            problem_type: format!("urn:cairn:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            extra,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            ApiError::WrongVersion { actual, .. } => {
+                headers.insert(header::ETAG, super::etag(*actual));
+            }
+            ApiError::Unavailable => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                );
+            }
+            _ => {}
+        }
+        if matches!(self, ApiError::Unavailable | ApiError::Internal) {
+            response.extensions_mut().insert(StoreFailure);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                ApiError::Unavailable
+            }
+            StoreError::Internal(detail) => {
+                tracing::error!(%detail, "store failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(rejection.body_text()),
+            _ => ApiError::BadRequest(rejection.body_text()),
+        }
+    }
+}
+
+/// The body of every error: an RFC 9457 problem. Some problems add members
+/// (a `412` adds `stream`, `expected_version` and `actual_version`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:cairn:problem:wrong-expected-version")]
+    problem_type: String,
+    /// The HTTP status phrase.
+    title: String,
+    /// The HTTP status code.
+    status: u16,
+    /// What went wrong, for people.
+    detail: String,
+    /// Members particular to the kind of problem.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    extra: Map<String, Value>,
+}

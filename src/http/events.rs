@@ -1,0 +1,41 @@
+//! `/events/{id}`: one event by id.
+
+use axum::Json;
+use axum::extract::State;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{AcceptsJson, Path};
+use crate::store::RecordedEvent;
+
+/// The event routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(event_by_id))
+}
+
+/// Reads one event by its id.
+#[utoipa::path(
+    get,
+    path = "/events/{id}",
+    tag = "events",
+    params(("id" = Uuid, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event", body = RecordedEvent),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn event_by_id(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    _: AcceptsJson,
+) -> ApiResult<Json<RecordedEvent>> {
+    let event = state.store.event(id).await?;
+    event
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no event has id {id}")))
+}

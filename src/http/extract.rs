@@ -1,0 +1,301 @@
+//! Extractors and header parsers that turn every malformed input into a
+//! problem: query strings, paths, JSON bodies, `If-Match`, `Accept`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::names;
+use crate::store::{Expected, NewEvent};
+
+/// A path parameter; a rejection is a `400` problem.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// Query parameters, strictly: unknown, repeated (unless the field is a list),
+/// empty and malformed parameters are a `400` problem.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        // An empty value would read as "not given"; say it is wrong instead.
+        if let Some((name, _)) =
+            form_urlencoded::parse(query.as_bytes()).find(|(_, v)| v.is_empty())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter {name} has no value"
+            )));
+        }
+        serde_html_form::from_str(query)
+            .map(Query)
+            .map_err(|e| ApiError::BadRequest(format!("query parameters: {e}")))
+    }
+}
+
+/// A request body that must be JSON (`application/json` or `…+json`); other
+/// content types are a `415`, bodies over the limit a `413`.
+pub struct JsonBytes(pub Bytes);
+
+impl FromRequest<AppState> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        let essence = essence.to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be application/json".into(),
+            ));
+        }
+        Ok(JsonBytes(Bytes::from_request(request, state).await?))
+    }
+}
+
+/// One event as a client writes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventWrite {
+    /// A UUID; the server makes a UUIDv7 when it is left out. Reusing ids makes retries safe.
+    id: Option<Uuid>,
+    /// The event type, named like a stream.
+    #[serde(rename = "type")]
+    event_type: String,
+    /// Any JSON value, stored and returned exactly as written.
+    #[schema(value_type = serde_json::Value)]
+    data: Box<RawValue>,
+    /// A JSON object or null.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Box<RawValue>>,
+    /// The id of the event that caused this one.
+    causation_id: Option<Uuid>,
+    /// Ties the events of one conversation together (1–255 bytes).
+    correlation_id: Option<String>,
+}
+
+/// Parses an append body: one event or a non-empty array of at most
+/// `max_events` events, each valid, with no id twice. Ids left out get a fresh
+/// UUIDv7.
+pub fn parse_events(body: &[u8], max_events: usize) -> Result<Vec<NewEvent>, ApiError> {
+    let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid event JSON: {e}"));
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let inputs: Vec<EventWrite> = if first == Some(&b'[') {
+        serde_json::from_slice(body).map_err(bad)?
+    } else {
+        vec![serde_json::from_slice(body).map_err(bad)?]
+    };
+    if inputs.is_empty() {
+        return Err(ApiError::BadRequest("the batch holds no events".into()));
+    }
+    if inputs.len() > max_events {
+        return Err(ApiError::TooLarge(format!(
+            "a batch holds at most {max_events} events"
+        )));
+    }
+    let mut events = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.into_iter().enumerate() {
+        let at = |detail: String| ApiError::BadRequest(format!("event {index}: {detail}"));
+        names::check_name("an event type", &input.event_type).map_err(at)?;
+        if let Some(metadata) = &input.metadata
+            && !metadata.get().starts_with('{')
+        {
+            return Err(at("metadata must be an object or null".into()));
+        }
+        if let Some(correlation_id) = &input.correlation_id {
+            names::check_correlation_id(correlation_id).map_err(at)?;
+        }
+        let id = input.id.unwrap_or_else(Uuid::now_v7);
+        if events.iter().any(|e: &NewEvent| e.id == id) {
+            return Err(at(format!("id {id} appears twice in the request")));
+        }
+        events.push(NewEvent {
+            id,
+            event_type: input.event_type,
+            data: input.data,
+            metadata: input.metadata,
+            causation_id: input.causation_id,
+            correlation_id: input.correlation_id,
+        });
+    }
+    Ok(events)
+}
+
+/// Reads the expected version of an append from `If-Match` / `If-None-Match`.
+pub fn expected_version(headers: &HeaderMap) -> Result<Expected, ApiError> {
+    let single = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
+        let mut values = headers.get_all(&name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(ApiError::BadRequest(format!("{name} given twice")));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::BadRequest(format!("{name} is not ASCII")))?;
+        Ok(Some(text.trim()))
+    };
+    match (single(header::IF_MATCH)?, single(header::IF_NONE_MATCH)?) {
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give If-Match or If-None-Match, not both".into(),
+        )),
+        (None, None) => Ok(Expected::Any),
+        (None, Some("*")) => Ok(Expected::NoStream),
+        (None, Some(other)) => Err(ApiError::BadRequest(format!(
+            "If-None-Match on an append must be `*`, not {other:?}"
+        ))),
+        (Some("*"), None) => Ok(Expected::Exists),
+        (Some(tag), None) => match parse_version_tag(tag) {
+            Some(-1) => Ok(Expected::NoStream),
+            Some(version) if version >= 0 => Ok(Expected::Version(version)),
+            _ => Err(ApiError::BadRequest(format!(
+                "If-Match must be a stream version such as \"5\", not {tag:?}"
+            ))),
+        },
+    }
+}
+
+/// Reads a version from an entity tag: `"5"`, `5` or `W/"5"`.
+pub fn parse_version_tag(tag: &str) -> Option<i64> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let tag = match tag.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => tag,
+    };
+    if tag.starts_with('+') {
+        return None;
+    }
+    tag.parse().ok()
+}
+
+/// Whether an `If-None-Match` header on a read names the current version.
+pub fn none_match_hits(headers: &HeaderMap, version: i64) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == "*" || parse_version_tag(tag) == Some(version))
+}
+
+/// What a read should answer with, from `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wants {
+    /// A JSON document.
+    Json,
+    /// A server-sent-events feed.
+    Feed,
+}
+
+/// Whether an `Accept` header admits a media type, and with what quality.
+fn quality(accept: &str, media: &str) -> Option<f32> {
+    let (kind, _) = media.split_once('/')?;
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let pattern = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let specificity = if pattern == media {
+            3
+        } else if pattern == format!("{kind}/*") {
+            2
+        } else if pattern == "*/*" {
+            1
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map(|(_, q)| q).filter(|q| *q > 0.0)
+}
+
+/// Decides between JSON and a feed from `Accept`: `406` when neither is
+/// admitted (a feed only where `feeds` is true). A feed wins only when the
+/// client prefers it, so `Accept: */*` gets JSON.
+pub fn negotiate(headers: &HeaderMap, feeds: bool) -> Result<Wants, ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return Ok(Wants::Json);
+    };
+    let accept = accept.to_str().unwrap_or_default();
+    let json = quality(accept, "application/json");
+    let feed = quality(accept, "text/event-stream").filter(|_| feeds);
+    match (json, feed) {
+        (None, None) if feeds => Err(ApiError::NotAcceptable(
+            "application/json or text/event-stream",
+        )),
+        (None, None) => Err(ApiError::NotAcceptable("application/json")),
+        (Some(j), Some(f)) if f > j => Ok(Wants::Feed),
+        (None, Some(_)) => Ok(Wants::Feed),
+        _ => Ok(Wants::Json),
+    }
+}
+
+/// Requires that the client accepts JSON (`406` otherwise).
+pub struct AcceptsJson;
+
+impl<S: Send + Sync> FromRequestParts<S> for AcceptsJson {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        negotiate(&parts.headers, false).map(|_| AcceptsJson)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_tags() {
+        assert_eq!(parse_version_tag("\"5\""), Some(5));
+        assert_eq!(parse_version_tag("5"), Some(5));
+        assert_eq!(parse_version_tag("W/\"5\""), Some(5));
+        assert_eq!(parse_version_tag("\"-1\""), Some(-1));
+        assert_eq!(parse_version_tag("\"banana\""), None);
+        assert_eq!(parse_version_tag("\"5"), None);
+        assert_eq!(parse_version_tag("+5"), None);
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let with = |accept: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, accept.parse().unwrap());
+            headers
+        };
+        assert_eq!(negotiate(&HeaderMap::new(), true).unwrap(), Wants::Json);
+        assert_eq!(negotiate(&with("*/*"), true).unwrap(), Wants::Json);
+        assert_eq!(
+            negotiate(&with("text/event-stream"), true).unwrap(),
+            Wants::Feed
+        );
+        assert!(negotiate(&with("text/event-stream"), false).is_err());
+        assert!(negotiate(&with("text/html"), true).is_err());
+        assert!(negotiate(&with("application/json;q=0"), false).is_err());
+        assert_eq!(
+            negotiate(&with("application/*"), false).unwrap(),
+            Wants::Json
+        );
+    }
+}

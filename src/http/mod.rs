@@ -1,0 +1,155 @@
+//! The HTTP layer: routing, extraction, errors and the OpenAPI document.
+//! One module per resource, each with a `router()`; they are merged here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::SharedStore;
+
+pub mod error;
+mod events;
+pub mod extract;
+mod global;
+mod ops;
+mod streams;
+
+use error::{ApiError, ApiResult, StoreFailure};
+
+/// The limits API.md makes configurable.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one append.
+    pub max_batch_events: usize,
+    /// Largest `limit` of a read.
+    pub max_page_size: i64,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event store.
+    pub store: SharedStore,
+    /// Request limits.
+    pub limits: Limits,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The metadata of the OpenAPI document; paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cairn",
+        description = "An HTTP/JSON event store: append events to streams with optimistic \
+                       concurrency, read them by stream, category or globally."
+    ),
+    tags(
+        (name = "streams", description = "Append to and read one stream"),
+        (name = "global", description = "Categories and the global log"),
+        (name = "events", description = "Single events"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// Every documented route, with its OpenAPI description.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(streams::router())
+        .merge(global::router())
+        .merge(events::router())
+        .merge(ops::router())
+}
+
+/// The OpenAPI document, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The whole application: routes, docs, fallbacks and middleware.
+/// `cors_origins` empty leaves CORS off.
+pub fn app(state: AppState, cors_origins: &[HeaderValue]) -> Router {
+    let (routes, api) = api_router().split_for_parts();
+    let mut router = routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+        .layer(TraceLayer::new_for_http());
+    if !cors_origins.is_empty() {
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(cors_origins.iter().cloned()))
+                .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::IF_MATCH,
+                    header::IF_NONE_MATCH,
+                    header::ACCEPT,
+                    header::HeaderName::from_static("last-event-id"),
+                ])
+                .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER]),
+        );
+    }
+    router.with_state(state)
+}
+
+/// Records each request's latency by route and status, and store failures.
+async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    if response.extensions().get::<StoreFailure>().is_some() {
+        metrics.store_errors.inc();
+    }
+    let labels = RequestLabels {
+        route,
+        method,
+        status: response.status().as_str().to_owned(),
+    };
+    metrics
+        .requests
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The entity tag of a stream version: `"7"`.
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("a number is a valid header")
+}
+
+/// Checks a read's `limit` (default 100) against the configured maximum.
+fn page_limit(limit: Option<i64>, limits: &Limits) -> ApiResult<i64> {
+    let max = limits.max_page_size;
+    match limit.unwrap_or(100.min(max)) {
+        limit @ 1.. if limit <= max => Ok(limit),
+        other => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}, not {other}"
+        ))),
+    }
+}

@@ -1,0 +1,385 @@
+//! `/streams`: append with optimistic concurrency, read one stream, its last
+//! event, its version, and list streams by prefix.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query};
+use super::{AppState, etag, page_limit};
+use crate::names;
+use crate::store::{
+    AppendError, AppendRequest, Direction, EventPosition, RecordedEvent, StreamInfo, StreamQuery,
+};
+
+/// The stream routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(append, read_stream, stream_head))
+        .routes(routes!(last_event))
+        .routes(routes!(list_streams))
+}
+
+/// Checks a stream name from the path.
+fn check_stream(stream: &str) -> ApiResult<()> {
+    names::check_name("a stream name", stream).map_err(ApiError::BadRequest)
+}
+
+/// One event or a non-empty array of events, appended atomically in order.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body in the OpenAPI document; `parse_events` reads it
+enum AppendBody {
+    /// A single event.
+    One(EventWrite),
+    /// A batch.
+    Many(Vec<EventWrite>),
+}
+
+/// The answer to an append.
+#[derive(Serialize, ToSchema)]
+struct AppendResponse {
+    /// The stream written.
+    stream: String,
+    /// Its version after the write.
+    version: i64,
+    /// Where each event of the request sits.
+    events: Vec<EventPosition>,
+}
+
+/// Appends events to a stream.
+///
+/// The expected version comes from `If-Match` (`"5"`, `"-1"` or `*`) or
+/// `If-None-Match: *`. A retry of a write that already succeeded (every event
+/// carries an id, and those ids sit in this stream in this order) answers
+/// `200` and writes nothing.
+#[utoipa::path(
+    post,
+    path = "/streams/{stream}",
+    tag = "streams",
+    params(
+        ("stream" = String, Path, description = "The stream, e.g. `account-123`"),
+        ("If-Match" = Option<String>, Header, description = "Expected version: `\"5\"`, `\"-1\"` (no stream) or `*` (stream exists)"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: the stream must have no events"),
+    ),
+    request_body(content = AppendBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Appended", body = AppendResponse,
+         headers(("ETag" = String, description = "The new version"), ("Location" = String, description = "Where the first new event reads"))),
+        (status = 200, description = "A retry of a stored write: nothing written", body = AppendResponse,
+         headers(("ETag" = String, description = "The version of the last retried event"))),
+        (status = 400, description = "Malformed body, name or header", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An event id is used elsewhere", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The expected version does not hold", body = Problem, content_type = "application/problem+json",
+         headers(("ETag" = String, description = "The current version"))),
+        (status = 413, description = "Body or batch over the limits", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn append(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    _: AcceptsJson,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Response> {
+    check_stream(&stream)?;
+    let expected = extract::expected_version(&headers)?;
+    let events = extract::parse_events(&body, state.limits.max_batch_events)?;
+    let request = AppendRequest {
+        stream: stream.clone(),
+        expected,
+        events,
+    };
+    let appended = state
+        .store
+        .append(request)
+        .await
+        .map_err(|error| match error {
+            AppendError::WrongVersion { expected, actual } => ApiError::WrongVersion {
+                stream: stream.clone(),
+                expected,
+                actual,
+            },
+            AppendError::IdConflict(_) => ApiError::Conflict(error.to_string()),
+            AppendError::Store(error) => error.into(),
+        })?;
+    let first = appended.events.first().map_or(0, |e| e.position);
+    let body = Json(AppendResponse {
+        stream: stream.clone(),
+        version: appended.version,
+        events: appended.events,
+    });
+    let tag = [(header::ETAG, etag(appended.version))];
+    if !appended.created {
+        return Ok((StatusCode::OK, tag, body).into_response());
+    }
+    state
+        .metrics
+        .events_appended
+        .inc_by(body.events.len() as u64);
+    let location = format!("/streams/{}?position={first}", stream_path(&stream));
+    Ok((
+        StatusCode::CREATED,
+        tag,
+        [(header::LOCATION, location)],
+        body,
+    )
+        .into_response())
+}
+
+/// A stream name as a path segment: percent-encodes what a URL path may not hold.
+fn stream_path(stream: &str) -> String {
+    stream
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b':'
+            | b'+'
+            | b'@' => char::from(b).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Which way a stream read goes.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum DirectionParam {
+    /// From `position` up.
+    Forward,
+    /// From `position` (default: the last event) down.
+    Backward,
+}
+
+/// The query of a stream read.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StreamReadParams {
+    /// The first stream position read (inclusive); backward reads default to the last event.
+    #[param(minimum = 0)]
+    position: Option<i64>,
+    /// Most events returned (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// `forward` (default) or `backward`.
+    direction: Option<DirectionParam>,
+    /// Only events with position ≤ N: the stream as it was at version N.
+    #[param(minimum = 0)]
+    until_version: Option<i64>,
+    /// Only events committed at or before this instant (RFC 3339).
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// A page of one stream.
+#[derive(Serialize, ToSchema)]
+struct StreamPageBody {
+    /// The stream.
+    stream: String,
+    /// Its current version, whatever the read's bounds.
+    version: i64,
+    /// The events, in the read's direction.
+    events: Vec<RecordedEvent>,
+    /// The position to read next.
+    next_position: i64,
+    /// Nothing lies beyond `next_position` within the read's bounds.
+    end: bool,
+}
+
+/// Reads a stream, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/streams/{stream}",
+    tag = "streams",
+    params(
+        ("stream" = String, Path, description = "The stream"),
+        ("If-None-Match" = Option<String>, Header, description = "The version the client holds: `304` when it is current"),
+        StreamReadParams,
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = StreamPageBody,
+         headers(("ETag" = String, description = "The stream's current version"))),
+        (status = 304, description = "The stream is still at the version in If-None-Match"),
+        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn read_stream(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    _: AcceptsJson,
+    Query(params): Query<StreamReadParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    check_stream(&stream)?;
+    let non_negative = |name: &str, value: Option<i64>| match value {
+        Some(v) if v < 0 => Err(ApiError::BadRequest(format!("{name} must be ≥ 0"))),
+        _ => Ok(value),
+    };
+    let query = StreamQuery {
+        stream: stream.clone(),
+        position: non_negative("position", params.position)?,
+        limit: page_limit(params.limit, &state.limits)?,
+        direction: match params.direction {
+            Some(DirectionParam::Backward) => Direction::Backward,
+            _ => Direction::Forward,
+        },
+        until_version: non_negative("until_version", params.until_version)?,
+        as_of: params.as_of,
+    };
+    let page = state.store.read_stream(&query).await?;
+    if page.version < 0 {
+        return Err(ApiError::NotFound(format!("stream {stream} has no events")));
+    }
+    let tag = [(header::ETAG, etag(page.version))];
+    if extract::none_match_hits(&headers, page.version) {
+        return Ok((StatusCode::NOT_MODIFIED, tag).into_response());
+    }
+    let body = StreamPageBody {
+        stream,
+        version: page.version,
+        events: page.events,
+        next_position: page.next_position,
+        end: page.end,
+    };
+    Ok((tag, Json(body)).into_response())
+}
+
+/// The stream's version, without its events.
+#[utoipa::path(
+    head,
+    path = "/streams/{stream}",
+    tag = "streams",
+    params(("stream" = String, Path, description = "The stream")),
+    responses(
+        (status = 200, description = "The stream has events", headers(("ETag" = String, description = "Its version"))),
+        (status = 400, description = "Malformed name"),
+        (status = 404, description = "The stream has no events"),
+        (status = 503, description = "The store is unavailable"),
+    )
+)]
+async fn stream_head(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+) -> ApiResult<Response> {
+    check_stream(&stream)?;
+    match state.store.stream_version(&stream).await? {
+        -1 => Err(ApiError::NotFound(format!("stream {stream} has no events"))),
+        version => Ok([(header::ETAG, etag(version))].into_response()),
+    }
+}
+
+/// The query of a last-event read.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LastParams {
+    /// Only the last event of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+}
+
+/// The last event of a stream, optionally the last of a type.
+#[utoipa::path(
+    get,
+    path = "/streams/{stream}/last",
+    tag = "streams",
+    params(("stream" = String, Path, description = "The stream"), LastParams),
+    responses(
+        (status = 200, description = "The event", body = RecordedEvent),
+        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn last_event(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    _: AcceptsJson,
+    Query(params): Query<LastParams>,
+) -> ApiResult<Json<RecordedEvent>> {
+    check_stream(&stream)?;
+    if let Some(event_type) = &params.event_type {
+        names::check_name("an event type", event_type).map_err(ApiError::BadRequest)?;
+    }
+    let event = state
+        .store
+        .last_event(&stream, params.event_type.as_deref())
+        .await?;
+    event
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such event")))
+}
+
+/// The query of a stream listing.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only streams whose name starts with this.
+    prefix: Option<String>,
+    /// Only streams after this name (the `next` of the previous page).
+    after: Option<String>,
+    /// Most streams returned (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// A page of the stream listing.
+#[derive(Serialize, ToSchema)]
+struct StreamList {
+    /// Streams in byte order of their names.
+    streams: Vec<StreamInfo>,
+    /// The `after` of the next page; null at the end.
+    next: Option<String>,
+}
+
+/// Lists streams by name prefix, in byte order.
+#[utoipa::path(
+    get,
+    path = "/streams",
+    tag = "streams",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of streams", body = StreamList),
+        (status = 400, description = "Malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_streams(
+    State(state): State<AppState>,
+    _: AcceptsJson,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<StreamList>> {
+    let limit = page_limit(params.limit, &state.limits)?;
+    let prefix = params.prefix.unwrap_or_default();
+    let mut streams = state
+        .store
+        .list_streams(&prefix, params.after.as_deref(), limit + 1)
+        .await?;
+    let more = streams.len() as i64 > limit;
+    streams.truncate(limit as usize);
+    let next = more
+        .then(|| streams.last().map(|s| s.stream.clone()))
+        .flatten();
+    Ok(Json(StreamList { streams, next }))
+}

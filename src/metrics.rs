@@ -1,0 +1,76 @@
+//! Prometheus metrics: requests by route and status with latency histograms,
+//! events appended, store errors.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The labels of a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template (`/streams/{stream}`), never the raw path.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The status code answered.
+    pub status: String,
+}
+
+/// Every metric Cairn exports, in one registry owned by the app.
+pub struct Metrics {
+    registry: Registry,
+    /// Request latency (and, through its count, requests) by route and status.
+    pub requests: Family<RequestLabels, Histogram>,
+    /// Events written (retries excluded).
+    pub events_appended: Counter,
+    /// Requests that failed because of the store.
+    pub store_errors: Counter,
+}
+
+/// Latency buckets from 0.25 ms to about 8 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cairn");
+        let requests = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let events_appended = Counter::default();
+        let store_errors = Counter::default();
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            requests.clone(),
+        );
+        registry.register("events_appended", "Events written", events_appended.clone());
+        registry.register(
+            "store_errors",
+            "Requests that failed because of the store",
+            store_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            events_appended,
+            store_errors,
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,126 @@
+//! Test helpers: a server per test over a fresh store, and request shortcuts.
+
+pub mod postgres;
+
+use std::sync::Arc;
+
+use cairn::config::Config;
+use clap::Parser;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+/// A running server over a fresh store of its own.
+pub struct TestApp {
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// A client for it.
+    pub client: reqwest::Client,
+    /// How the server was configured, for a sibling instance.
+    config: Config,
+    /// Keeps the database alive (and drops it after the test).
+    database: Arc<postgres::TestDatabase>,
+}
+
+/// Instantiates async test functions `fn(TestApp)` once per backend.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = crate::common::TestApp::postgres().await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;
+
+impl TestApp {
+    /// A server over a fresh Postgres database, or `None` when Postgres is absent.
+    pub async fn postgres() -> Option<TestApp> {
+        let database = postgres::fresh_database().await?;
+        let config = Config::parse_from(["cairn", "--database-url", database.url()]);
+        Some(Self::serve(config, Arc::new(database)).await)
+    }
+
+    /// A second server over the same store, as another instance would be.
+    pub async fn sibling(&self) -> TestApp {
+        Self::serve(self.config.clone(), self.database.clone()).await
+    }
+
+    /// Starts the app on a free port.
+    async fn serve(config: Config, database: Arc<postgres::TestDatabase>) -> TestApp {
+        let store = cairn::open_store(&config).await.expect("store opens");
+        let app = cairn::app(&config, store).expect("app builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestApp {
+            url,
+            client: reqwest::Client::new(),
+            config,
+            database,
+        }
+    }
+
+    /// `POST /streams/{stream}` with a JSON body and extra headers.
+    pub async fn append(&self, stream: &str, body: &Value, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}/streams/{stream}", self.url))
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// `GET` a path (with its query), expecting a JSON body.
+    pub async fn get(&self, path_and_query: &str) -> Response {
+        self.client
+            .get(format!("{}{path_and_query}", self.url))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET` a path that must answer `200`, as JSON.
+    pub async fn get_json(&self, path_and_query: &str) -> Value {
+        let response = self.get(path_and_query).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path_and_query}");
+        response.json().await.expect("JSON body")
+    }
+}
+
+/// A minimal event.
+pub fn event(event_type: &str, data: Value) -> Value {
+    serde_json::json!({"type": event_type, "data": data})
+}
+
+/// Asserts a problem+json answer with this status; returns its body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.expect("problem body");
+    for member in ["type", "title", "status", "detail"] {
+        assert!(body.get(member).is_some(), "{member} missing from {body}");
+    }
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+/// The version in an `ETag` header.
+pub fn etag_version(response: &Response) -> i64 {
+    let tag = response.headers()["etag"].to_str().unwrap();
+    tag.trim_matches('"').parse().unwrap()
+}

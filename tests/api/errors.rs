@@ -1,0 +1,234 @@
+//! Bad input of every kind gets the right 4xx problem and writes nothing
+//! (API.md, Errors).
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::{TestApp, assert_problem, backend_tests, event};
+
+backend_tests!(
+    bad_bodies_are_400_and_write_nothing,
+    bad_names_and_headers_are_400,
+    limits_are_413,
+    wrong_media_types_are_415_and_406,
+    bad_query_parameters_are_400,
+    unknown_routes_and_methods_are_problems,
+);
+
+async fn assert_nothing_written(app: &TestApp) {
+    let all = app.get_json("/all").await;
+    assert_eq!(all["events"], json!([]), "something was written");
+}
+
+async fn raw_post(app: &TestApp, stream: &str, body: &'static str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/streams/{stream}", app.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn bad_bodies_are_400_and_write_nothing(app: TestApp) {
+    let same = "0192b1a4-7c1e-7cc0-9a53-2d1f7c0b9e11";
+    for body in [
+        json!({"data": {}}),
+        json!({"type": "A"}),
+        json!({"type": "A", "data": {}, "metdata": {}}),
+        json!([]),
+        json!({"type": "", "data": {}}),
+        json!({"type": "has space", "data": {}}),
+        json!({"type": "A", "data": {}, "id": "not-a-uuid"}),
+        json!({"type": "A", "data": {}, "causation_id": "nope"}),
+        json!({"type": "A", "data": {}, "metadata": [1]}),
+        json!({"type": "A", "data": {}, "metadata": "text"}),
+        json!({"type": "A", "data": {}, "correlation_id": ""}),
+        json!({"type": "A", "data": {}, "correlation_id": "x".repeat(256)}),
+        json!([{"type": "A", "data": 1, "id": same}, {"type": "B", "data": 2, "id": same}]),
+        json!([event("A", json!(1)), {"type": "B"}]),
+        json!(42),
+        json!(null),
+    ] {
+        assert_problem(
+            app.append("bad-1", &body, &[]).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    for body in [
+        "{not json",
+        "",
+        "[{\"type\":\"A\",\"data\":1}",
+        "{\"type\":\"A\",\"data\":1} trailing",
+    ] {
+        assert_problem(raw_post(&app, "bad-1", body).await, StatusCode::BAD_REQUEST).await;
+    }
+    assert_nothing_written(&app).await;
+}
+
+async fn bad_names_and_headers_are_400(app: TestApp) {
+    let e = event("A", json!(1));
+    let long = "x".repeat(256);
+    for name in [
+        "$all",
+        "has%20space",
+        "tab%09name",
+        "nl%0Aname",
+        "q%3Fmark",
+        "hash%23",
+        long.as_str(),
+    ] {
+        assert_problem(app.append(name, &e, &[]).await, StatusCode::BAD_REQUEST).await;
+        assert_problem(
+            app.get(&format!("/streams/{name}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    for header in [
+        ("if-match", "\"banana\""),
+        ("if-match", "\"-2\""),
+        ("if-match", "\"1.5\""),
+        ("if-match", "\"5"),
+        ("if-none-match", "\"5\""),
+    ] {
+        assert_problem(
+            app.append("h-1", &e, &[header]).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let both = app
+        .append("h-1", &e, &[("if-match", "\"0\""), ("if-none-match", "*")])
+        .await;
+    assert_problem(both, StatusCode::BAD_REQUEST).await;
+    assert_problem(
+        app.get("/categories/has-dash").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_nothing_written(&app).await;
+}
+
+async fn limits_are_413(app: TestApp) {
+    let big = json!({"type": "Big", "data": {"blob": "x".repeat(5 * 1024 * 1024)}});
+    assert_problem(
+        app.append("big-1", &big, &[]).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    let batch: Vec<_> = (0..1001).map(|i| event("E", json!(i))).collect();
+    assert_problem(
+        app.append("big-1", &json!(batch), &[]).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    assert_nothing_written(&app).await;
+    let batch: Vec<_> = (0..1000).map(|i| event("E", json!(i))).collect();
+    assert_eq!(
+        app.append("big-1", &json!(batch), &[]).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+async fn wrong_media_types_are_415_and_406(app: TestApp) {
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let r = app
+            .client
+            .post(format!("{}/streams/m-1", app.url))
+            .header("content-type", content_type)
+            .body(r#"{"type":"A","data":{}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    }
+    let r = app
+        .client
+        .post(format!("{}/streams/m-1", app.url))
+        .body(r#"{"type":"A","data":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let r = app
+        .client
+        .get(format!("{}/all", app.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::NOT_ACCEPTABLE).await;
+    let ok = app
+        .client
+        .get(format!("{}/all", app.url))
+        .header("accept", "text/html, application/json;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_nothing_written(&app).await;
+}
+
+async fn bad_query_parameters_are_400(app: TestApp) {
+    app.append("q-1", &event("A", json!(1)), &[]).await;
+    for query in [
+        "position=minus",
+        "position=-1",
+        "direction=sideways",
+        "as_of=yesterday",
+        "limit=0",
+        "limit=1001",
+        "limit=1&limit=2",
+        "until_version=-3",
+        "unknown=1",
+    ] {
+        assert_problem(
+            app.get(&format!("/streams/q-1?{query}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    for query in [
+        "limit=100000",
+        "position=x",
+        "position=1&position=2",
+        "consumer_group_member=0",
+        "consumer_group_member=3&consumer_group_size=3",
+        "consumer_group_member=-1&consumer_group_size=3",
+        "consumer_group_member=0&consumer_group_size=0",
+        "type=",
+        "correlation_id=",
+    ] {
+        assert_problem(
+            app.get(&format!("/categories/q?{query}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_problem(
+            app.get(&format!("/all?{query}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    assert_problem(app.get("/streams?limit=0").await, StatusCode::BAD_REQUEST).await;
+}
+
+async fn unknown_routes_and_methods_are_problems(app: TestApp) {
+    assert_problem(app.get("/no/such/route").await, StatusCode::NOT_FOUND).await;
+    let r = app
+        .client
+        .delete(format!("{}/streams/s-1", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+    let r = app
+        .client
+        .put(format!("{}/all", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::METHOD_NOT_ALLOWED).await;
+}

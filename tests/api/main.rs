@@ -1,0 +1,10 @@
+//! Integration tests: the real server on a real port over a real store, each
+//! test with a fresh database of its own.
+
+mod common;
+
+mod concurrency;
+mod errors;
+mod global;
+mod operations;
+mod streams;
