@@ -33,9 +33,13 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The store: `postgres://user@host/db`.
+    /// The store: `postgres://user@host/db`, `sqlite://path/to/file.db` or
+    /// `sqlite::memory:`; unset: the embedded SQLite store under `--data-dir`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Where the embedded store keeps its file when no database URL is given.
+    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
+    pub data_dir: std::path::PathBuf,
     /// Largest request body, in bytes.
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

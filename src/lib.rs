@@ -6,7 +6,7 @@
 //! - [`config`]: flags and environment.
 //! - [`names`]: stream, category and cardinal-id rules, the consumer-group hash.
 //! - [`http`]: routes, extractors, problem+json errors, the OpenAPI document.
-//! - [`store`]: the `Store` trait, group commit, the Postgres backend.
+//! - [`store`]: the `Store` trait, group commit, the Postgres and SQLite backends.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod config;
@@ -25,18 +25,49 @@ use config::Config;
 use http::{AppState, Limits};
 use store::SharedStore;
 
-/// Opens the store the configuration names.
+/// Opens the store the configuration names: Postgres for a `postgres://` URL,
+/// SQLite for a `sqlite:` URL, and with no URL the embedded SQLite store in
+/// the data directory (created if missing).
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
-    let url = config.database_url.as_deref().context(
-        "no store configured: set DATABASE_URL (or --database-url) to postgres://user@host/db",
-    )?;
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+            format!("sqlite://{}", config.data_dir.join("cairn.db").display())
+        }
+    };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = store::postgres::PostgresStore::connect(url, config.pool_size)
+        let store = store::postgres::PostgresStore::connect(&url, config.pool_size)
             .await
             .context("cannot open the Postgres store")?;
+        tracing::info!(store = "postgres", at = %redact_password(&url), "store opened");
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("DATABASE_URL must start with postgres:// or postgresql://")
+    if url.starts_with("sqlite:") {
+        let store = store::sqlite::SqliteStore::open(&url, config.pool_size)
+            .await
+            .with_context(|| format!("cannot open the SQLite store {url}"))?;
+        tracing::info!(store = "sqlite", at = %url, "store opened");
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:")
+}
+
+/// A database URL fit for a log line: any password replaced by `***`.
+fn redact_password(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| {
+        let (credentials, host) = rest.split_once('@')?;
+        let (user, _) = credentials.split_once(':')?;
+        Some(format!("{scheme}://{user}:***@{host}"))
+    }) {
+        Some(redacted) => redacted,
+        None => url.to_owned(),
+    }
 }
 
 /// The application over a store, configured.

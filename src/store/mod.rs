@@ -10,6 +10,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 pub mod postgres;
+mod sql;
+pub mod sqlite;
 pub mod writer;
 
 /// The store behind the HTTP API, shared by every request.
@@ -122,15 +124,38 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
+        let transient = match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
-            other => StoreError::Internal(other.to_string()),
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => is_transient(db.as_ref()),
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable(error.to_string())
+        } else {
+            StoreError::Internal(error.to_string())
         }
     }
+}
+
+/// Whether a database error means "try again later": Postgres classes 08
+/// (connection), 53 (resources) and 57 (operator intervention); SQLite BUSY
+/// and LOCKED (primary codes 5 and 6, under any extended code).
+fn is_transient(error: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = error.code().unwrap_or_default();
+    if error
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class));
+    }
+    code.parse::<u32>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
 }
 
 /// An event as stored.
@@ -162,6 +187,50 @@ pub struct RecordedEvent {
     #[serde(serialize_with = "serialize_time")]
     #[schema(value_type = String, format = DateTime)]
     pub time: DateTime<Utc>,
+}
+
+/// An event row as both backends return it (times as microseconds since the epoch).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    global_position: i64,
+    id: Uuid,
+    stream: String,
+    position: i64,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    data: String,
+    metadata: Option<String>,
+    causation_id: Option<Uuid>,
+    correlation_id: Option<String>,
+    time_micros: i64,
+}
+
+impl TryFrom<EventRow> for RecordedEvent {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        let corrupt = |what: String| StoreError::Internal(format!("stored {what}"));
+        let json =
+            |text: String| RawValue::from_string(text).map_err(|e| corrupt(format!("JSON: {e}")));
+        Ok(RecordedEvent {
+            id: row.id,
+            stream: row.stream,
+            event_type: row.event_type,
+            position: row.position,
+            global_position: row.global_position,
+            data: json(row.data)?,
+            metadata: row.metadata.map(json).transpose()?,
+            causation_id: row.causation_id,
+            correlation_id: row.correlation_id,
+            time: DateTime::from_timestamp_micros(row.time_micros)
+                .ok_or_else(|| corrupt(format!("time {}", row.time_micros)))?,
+        })
+    }
+}
+
+/// Turns rows into events.
+pub(crate) fn events(rows: Vec<EventRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.into_iter().map(RecordedEvent::try_from).collect()
 }
 
 /// Serialises a commit time as RFC 3339 UTC with microseconds.

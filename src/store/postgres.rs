@@ -5,23 +5,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
+use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::sql::{self, Bind, RunSql, Sql};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{
-    AppendError, AppendRequest, Appended, Filter, GlobalPage, GlobalQuery, RecordedEvent, Scope,
-    Store, StoreError, StreamInfo, StreamPage, StreamQuery, scan_window,
+    AppendError, AppendRequest, Appended, EventRow, GlobalPage, GlobalQuery, RecordedEvent, Store,
+    StoreError, StreamInfo, StreamPage, StreamQuery, events,
 };
 
 /// The key of the store-wide advisory lock every append transaction holds
 /// from before it picks global positions until it commits ("cairn" in ASCII).
 const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
-
-/// The columns of an event, in the order [`EventRow`] reads them.
-const EVENT_COLUMNS: &str = "global_position, id, stream, position, type, data, metadata, \
-                             causation_id, correlation_id, time";
 
 /// How long a health check waits for Postgres.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -144,75 +141,38 @@ impl CommitBatch for PgCommit {
     }
 }
 
-/// An event row as Postgres returns it.
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    global_position: i64,
-    id: Uuid,
-    stream: String,
-    position: i64,
-    #[sqlx(rename = "type")]
-    event_type: String,
-    data: String,
-    metadata: Option<String>,
-    causation_id: Option<Uuid>,
-    correlation_id: Option<String>,
-    time: DateTime<Utc>,
-}
-
-impl TryFrom<EventRow> for RecordedEvent {
-    type Error = StoreError;
-
-    fn try_from(row: EventRow) -> Result<Self, StoreError> {
-        let json = |text: String| {
-            RawValue::from_string(text)
-                .map_err(|e| StoreError::Internal(format!("stored JSON: {e}")))
+/// Binds the values of shared SQL to a query.
+fn bind_all<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, Postgres, O, <Postgres as sqlx::Database>::Arguments<'q>>,
+    binds: Vec<Bind>,
+) -> sqlx::query::QueryAs<'q, Postgres, O, <Postgres as sqlx::Database>::Arguments<'q>> {
+    for value in binds {
+        query = match value {
+            Bind::Int(value) => query.bind(value),
+            Bind::Text(value) => query.bind(value),
         };
-        Ok(RecordedEvent {
-            id: row.id,
-            stream: row.stream,
-            event_type: row.event_type,
-            position: row.position,
-            global_position: row.global_position,
-            data: json(row.data)?,
-            metadata: row.metadata.map(json).transpose()?,
-            causation_id: row.causation_id,
-            correlation_id: row.correlation_id,
-            time: row.time,
-        })
     }
+    query
 }
 
-/// Turns rows into events.
-fn events(rows: Vec<EventRow>) -> Result<Vec<RecordedEvent>, StoreError> {
-    rows.into_iter().map(RecordedEvent::try_from).collect()
-}
+#[async_trait]
+impl RunSql for PostgresStore {
+    const EVENT_COLUMNS: &str = "global_position, id, stream, position, type, data, metadata, \
+                             causation_id, correlation_id, \
+                             (extract(epoch FROM time) * 1000000)::bigint AS time_micros";
 
-/// Adds the scope and filter of a global read to a `WHERE` clause.
-fn push_global_conditions(sql: &mut QueryBuilder<'_, Postgres>, query: &GlobalQuery) {
-    sql.push(" WHERE global_position >= ")
-        .push_bind(query.position);
-    if let Scope::Category(category) = &query.scope {
-        sql.push(" AND category = ").push_bind(category.clone());
+    async fn fetch_position(&self, sql: Sql) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = bind_all(sqlx::query_as(&sql.text), sql.binds)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(position,)| position))
     }
-}
 
-/// Adds the filter of a global read to a `WHERE` clause.
-fn push_filter(sql: &mut QueryBuilder<'_, Postgres>, filter: &Filter) {
-    if !filter.types.is_empty() {
-        sql.push(" AND type = ANY(")
-            .push_bind(filter.types.clone())
-            .push(")");
-    }
-    if let Some(correlation_id) = &filter.correlation_id {
-        sql.push(" AND correlation_id = ")
-            .push_bind(correlation_id.clone());
-    }
-    if let Some((member, size)) = filter.consumer_group {
-        sql.push(" AND abs(cardinal_hash % ")
-            .push_bind(size)
-            .push(") = ")
-            .push_bind(member);
+    async fn fetch_events(&self, sql: Sql) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows: Vec<EventRow> = bind_all(sqlx::query_as(&sql.text), sql.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        events(rows)
     }
 }
 
@@ -225,8 +185,9 @@ impl Store for PostgresStore {
     async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
         let (lower, upper, order) = query.bounds();
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 AND position BETWEEN $2 AND $3 \
-             AND ($4::timestamptz IS NULL OR time <= $4) ORDER BY position {order} LIMIT $5"
+            "SELECT {} FROM events WHERE stream = $1 AND position BETWEEN $2 AND $3 \
+             AND ($4::timestamptz IS NULL OR time <= $4) ORDER BY position {order} LIMIT $5",
+            Self::EVENT_COLUMNS
         );
         // The version is read after the events, so it is never older than them.
         let rows: Vec<EventRow> = sqlx::query_as(&sql)
@@ -242,28 +203,7 @@ impl Store for PostgresStore {
     }
 
     async fn read_global(&self, query: &GlobalQuery) -> Result<GlobalPage, StoreError> {
-        // A filtered read looks at a bounded window of the log, so a rare
-        // filter costs one short page, not a scan of the whole store.
-        let window_end: Option<i64> = if query.filter.is_empty() {
-            None
-        } else {
-            let mut sql = QueryBuilder::new("SELECT global_position FROM events");
-            push_global_conditions(&mut sql, query);
-            sql.push(" ORDER BY global_position OFFSET ")
-                .push_bind(scan_window(query.limit))
-                .push(" LIMIT 1");
-            sql.build_query_scalar().fetch_optional(&self.pool).await?
-        };
-        let mut sql = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM events"));
-        push_global_conditions(&mut sql, query);
-        push_filter(&mut sql, &query.filter);
-        if let Some(end) = window_end {
-            sql.push(" AND global_position < ").push_bind(end);
-        }
-        sql.push(" ORDER BY global_position LIMIT ")
-            .push_bind(query.limit + 1);
-        let rows: Vec<EventRow> = sql.build_query_as().fetch_all(&self.pool).await?;
-        Ok(query.page(events(rows)?, window_end))
+        sql::read_global(self, query).await
     }
 
     async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
@@ -281,8 +221,9 @@ impl Store for PostgresStore {
         event_type: Option<&str>,
     ) -> Result<Option<RecordedEvent>, StoreError> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 AND ($2::text IS NULL OR type = $2) \
-             ORDER BY position DESC LIMIT 1"
+            "SELECT {} FROM events WHERE stream = $1 AND ($2::text IS NULL OR type = $2) \
+             ORDER BY position DESC LIMIT 1",
+            Self::EVENT_COLUMNS
         );
         let row: Option<EventRow> = sqlx::query_as(&sql)
             .bind(stream)
@@ -293,7 +234,7 @@ impl Store for PostgresStore {
     }
 
     async fn event(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+        let sql = format!("SELECT {} FROM events WHERE id = $1", Self::EVENT_COLUMNS);
         let row: Option<EventRow> = sqlx::query_as(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -309,7 +250,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<StreamInfo>, StoreError> {
         let rows: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
             "SELECT stream, version, last_time FROM streams \
-             WHERE stream >= $1 AND stream < $2 AND starts_with(stream, $1) AND stream > $3 \
+             WHERE stream >= $1 AND stream < $2 AND stream > $3 \
              ORDER BY stream LIMIT $4",
         )
         .bind(prefix)

@@ -4,6 +4,7 @@
 mod common;
 
 mod concurrency;
+mod embedded;
 mod errors;
 mod global;
 mod operations;

@@ -2,6 +2,7 @@
 
 pub mod postgres;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use cairn::config::Config;
@@ -18,7 +19,7 @@ pub struct TestApp {
     /// How the server was configured, for a sibling instance.
     config: Config,
     /// Keeps the database alive (and drops it after the test).
-    database: Arc<postgres::TestDatabase>,
+    database: Arc<dyn Any + Send + Sync>,
 }
 
 /// Instantiates async test functions `fn(TestApp)` once per backend.
@@ -34,6 +35,14 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::TestApp::sqlite().await).await;
+                }
+            )*
+        }
     };
 }
 pub(crate) use backend_tests;
@@ -46,13 +55,27 @@ impl TestApp {
         Some(Self::serve(config, Arc::new(database)).await)
     }
 
+    /// A server over a fresh SQLite file in a temporary directory.
+    pub async fn sqlite() -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("cairn.db").display());
+        let config = Config::parse_from(["cairn", "--database-url", &url]);
+        Self::serve(config, Arc::new(dir)).await
+    }
+
+    /// A server over the store a database URL names, owning nothing.
+    pub async fn with_url(url: &str) -> TestApp {
+        let config = Config::parse_from(["cairn", "--database-url", url]);
+        Self::serve(config, Arc::new(())).await
+    }
+
     /// A second server over the same store, as another instance would be.
     pub async fn sibling(&self) -> TestApp {
         Self::serve(self.config.clone(), self.database.clone()).await
     }
 
     /// Starts the app on a free port.
-    async fn serve(config: Config, database: Arc<postgres::TestDatabase>) -> TestApp {
+    async fn serve(config: Config, database: Arc<dyn Any + Send + Sync>) -> TestApp {
         let store = cairn::open_store(&config).await.expect("store opens");
         let app = cairn::app(&config, store).expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
