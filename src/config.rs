@@ -49,6 +49,12 @@ pub struct Config {
     /// Largest `limit` a read may ask for.
     #[arg(long, env = "CAIRN_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: i64,
+    /// Most levels of causes, and of effects, a trace follows.
+    #[arg(long, env = "CAIRN_TRACE_MAX_DEPTH", default_value_t = 1000)]
+    pub trace_max_depth: usize,
+    /// Most effects in one trace.
+    #[arg(long, env = "CAIRN_TRACE_MAX_EVENTS", default_value_t = 10_000)]
+    pub trace_max_events: usize,
     /// Database connections in the pool.
     #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,

@@ -78,6 +78,10 @@ pub fn app(config: &Config, store: SharedStore) -> anyhow::Result<Router> {
             max_body_bytes: config.max_body_bytes,
             max_batch_events: config.max_batch_events,
             max_page_size: config.max_page_size,
+            trace: store::TraceLimits {
+                max_depth: config.trace_max_depth,
+                max_events: config.trace_max_events,
+            },
         },
         metrics: Arc::default(),
     };

@@ -17,14 +17,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::metrics::{Metrics, RequestLabels};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, TraceLimits};
 
 pub mod error;
 mod events;
 pub mod extract;
 mod global;
 mod ops;
+mod snapshots;
 mod streams;
+mod trace;
 
 use error::{ApiError, ApiResult, StoreFailure};
 
@@ -37,6 +39,8 @@ pub struct Limits {
     pub max_batch_events: usize,
     /// Largest `limit` of a read.
     pub max_page_size: i64,
+    /// How far a trace may reach.
+    pub trace: TraceLimits,
 }
 
 /// What every handler shares.
@@ -62,6 +66,8 @@ pub struct AppState {
         (name = "streams", description = "Append to and read one stream"),
         (name = "global", description = "Categories and the global log"),
         (name = "events", description = "Single events"),
+        (name = "snapshots", description = "Snapshots of aggregates"),
+        (name = "tracing", description = "Causation and correlation"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -73,6 +79,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(streams::router())
         .merge(global::router())
         .merge(events::router())
+        .merge(snapshots::router())
+        .merge(trace::router())
         .merge(ops::router())
 }
 

@@ -15,7 +15,8 @@ use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query};
 use super::{AppState, etag, page_limit};
 use crate::names;
 use crate::store::{
-    AppendError, AppendRequest, Direction, EventPosition, RecordedEvent, StreamInfo, StreamQuery,
+    AppendError, AppendRequest, Direction, EventPosition, RecordedEvent, Snapshot, StreamInfo,
+    StreamQuery,
 };
 
 /// The stream routes.
@@ -183,6 +184,9 @@ struct StreamReadParams {
     until_version: Option<i64>,
     /// Only events committed at or before this instant (RFC 3339).
     as_of: Option<DateTime<Utc>>,
+    /// Add the newest snapshot within the bounds and return only the events
+    /// after it: one round trip to load an aggregate (forward reads only).
+    from_snapshot: Option<bool>,
 }
 
 /// A page of one stream.
@@ -198,6 +202,10 @@ struct StreamPageBody {
     next_position: i64,
     /// Nothing lies beyond `next_position` within the read's bounds.
     end: bool,
+    /// With `from_snapshot=true`: the snapshot the events follow, or null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Snapshot>)]
+    snapshot: Option<Option<Snapshot>>,
 }
 
 /// Reads a stream, a page at a time.
@@ -242,7 +250,13 @@ async fn read_stream(
         },
         until_version: non_negative("until_version", params.until_version)?,
         as_of: params.as_of,
+        from_snapshot: params.from_snapshot.unwrap_or(false),
     };
+    if query.from_snapshot && query.direction == Direction::Backward {
+        return Err(ApiError::BadRequest(
+            "from_snapshot loads forward: it does not go with direction=backward".into(),
+        ));
+    }
     let page = state.store.read_stream(&query).await?;
     if page.version < 0 {
         return Err(ApiError::NotFound(format!("stream {stream} has no events")));
@@ -257,6 +271,7 @@ async fn read_stream(
         events: page.events,
         next_position: page.next_position,
         end: page.end,
+        snapshot: query.from_snapshot.then_some(page.snapshot),
     };
     Ok((tag, Json(body)).into_response())
 }

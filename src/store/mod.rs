@@ -1,6 +1,7 @@
 //! The store layer: one [`Store`] trait, the types it speaks, and one module per
 //! backend. Nothing here knows HTTP; nothing outside the backend modules knows SQL.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 pub mod postgres;
-mod sql;
+pub(crate) mod sql;
 pub mod sqlite;
 pub mod writer;
 
@@ -209,28 +210,75 @@ impl TryFrom<EventRow> for RecordedEvent {
     type Error = StoreError;
 
     fn try_from(row: EventRow) -> Result<Self, StoreError> {
-        let corrupt = |what: String| StoreError::Internal(format!("stored {what}"));
-        let json =
-            |text: String| RawValue::from_string(text).map_err(|e| corrupt(format!("JSON: {e}")));
         Ok(RecordedEvent {
             id: row.id,
             stream: row.stream,
             event_type: row.event_type,
             position: row.position,
             global_position: row.global_position,
-            data: json(row.data)?,
-            metadata: row.metadata.map(json).transpose()?,
+            data: stored_json(row.data)?,
+            metadata: row.metadata.map(stored_json).transpose()?,
             causation_id: row.causation_id,
             correlation_id: row.correlation_id,
-            time: DateTime::from_timestamp_micros(row.time_micros)
-                .ok_or_else(|| corrupt(format!("time {}", row.time_micros)))?,
+            time: from_micros(row.time_micros)?,
         })
     }
 }
 
-/// Turns rows into events.
-pub(crate) fn events(rows: Vec<EventRow>) -> Result<Vec<RecordedEvent>, StoreError> {
-    rows.into_iter().map(RecordedEvent::try_from).collect()
+/// A time stored as microseconds since the epoch.
+fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Internal(format!("stored time {micros}")))
+}
+
+/// Stored JSON text, checked once more on the way out.
+fn stored_json(text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| StoreError::Internal(format!("stored JSON: {e}")))
+}
+
+/// A snapshot row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SnapshotRow {
+    stream: String,
+    version: i64,
+    #[sqlx(rename = "type")]
+    snapshot_type: Option<String>,
+    state: String,
+    time_micros: i64,
+}
+
+impl TryFrom<SnapshotRow> for Snapshot {
+    type Error = StoreError;
+
+    fn try_from(row: SnapshotRow) -> Result<Self, StoreError> {
+        Ok(Snapshot {
+            stream: row.stream,
+            version: row.version,
+            snapshot_type: row.snapshot_type,
+            state: stored_json(row.state)?,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// A stream row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StreamRow {
+    stream: String,
+    version: i64,
+    last_time_micros: i64,
+}
+
+impl TryFrom<StreamRow> for StreamInfo {
+    type Error = StoreError;
+
+    fn try_from(row: StreamRow) -> Result<Self, StoreError> {
+        Ok(StreamInfo {
+            stream: row.stream,
+            version: row.version,
+            last_time: from_micros(row.last_time_micros)?,
+        })
+    }
 }
 
 /// Serialises a commit time as RFC 3339 UTC with microseconds.
@@ -262,6 +310,8 @@ pub struct StreamQuery {
     pub until_version: Option<i64>,
     /// Only events committed at or before this instant.
     pub as_of: Option<DateTime<Utc>>,
+    /// Start after the newest snapshot within the bounds, and return it.
+    pub from_snapshot: bool,
 }
 
 /// A page of one stream.
@@ -269,6 +319,8 @@ pub struct StreamQuery {
 pub struct StreamPage {
     /// The stream's current version (-1: no events).
     pub version: i64,
+    /// With `from_snapshot`: the snapshot the events follow, if any.
+    pub snapshot: Option<Snapshot>,
     /// The events, in the read's direction.
     pub events: Vec<RecordedEvent>,
     /// Where the next page starts.
@@ -284,6 +336,8 @@ pub enum Scope {
     All,
     /// The events of one category.
     Category(String),
+    /// The events of one correlation id.
+    Correlation(String),
 }
 
 /// Narrows a global-order read.
@@ -347,6 +401,81 @@ pub fn scan_window(limit: i64) -> i64 {
     (limit * 10).clamp(1000, 10_000)
 }
 
+/// A snapshot as a client posts it.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot {
+    /// The stream it summarises.
+    pub stream: String,
+    /// The stream version it summarises (events 0..=version).
+    pub version: i64,
+    /// What kind of state it is, if the client says.
+    pub snapshot_type: Option<String>,
+    /// The state, as JSON text exactly as sent.
+    pub state: Box<RawValue>,
+}
+
+/// A stored snapshot.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Snapshot {
+    /// The stream it summarises.
+    pub stream: String,
+    /// The stream version it summarises.
+    pub version: i64,
+    /// What kind of state it is.
+    #[serde(rename = "type")]
+    pub snapshot_type: Option<String>,
+    /// The state, as posted.
+    #[schema(value_type = serde_json::Value)]
+    pub state: Box<RawValue>,
+    /// When it was posted (UTC, microseconds).
+    #[serde(serialize_with = "serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub time: DateTime<Utc>,
+}
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnapshotError {
+    /// The stream has no events.
+    #[error("stream {0} has no events")]
+    NoStream(String),
+    /// The snapshot's version is beyond the stream's.
+    #[error("version {version} is beyond the stream's version {actual}")]
+    BeyondVersion {
+        /// The snapshot's version.
+        version: i64,
+        /// The stream's version.
+        actual: i64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How far a trace may reach.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceLimits {
+    /// Most levels of causes, and of effects, followed.
+    pub max_depth: usize,
+    /// Most events in the answer.
+    pub max_events: usize,
+}
+
+/// Which event caused which, around one message.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The message traced.
+    pub message: RecordedEvent,
+    /// Its causes, root first (the message excluded).
+    pub causes: Vec<RecordedEvent>,
+    /// Everything it caused, directly or not: the events each event caused,
+    /// in global order, by the id of their cause. Flat, so that no deep tree
+    /// is ever built, dropped or walked by recursion.
+    pub effects_by_cause: HashMap<Uuid, Vec<RecordedEvent>>,
+    /// A depth or size cap was hit, or a causation cycle was cut.
+    pub truncated: bool,
+}
+
 /// An event store. Every backend offers the same behaviour.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -375,6 +504,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StreamInfo>, StoreError>;
     /// Whether the store answers.
     async fn health(&self) -> Result<(), StoreError>;
+    /// Stores a snapshot of a stream.
+    async fn append_snapshot(&self, snapshot: NewSnapshot) -> Result<Snapshot, SnapshotError>;
+    /// The newest snapshot of a stream with version ≤ `until_version`.
+    async fn snapshot(
+        &self,
+        stream: &str,
+        until_version: Option<i64>,
+    ) -> Result<Option<Snapshot>, StoreError>;
+    /// The causes and effects of one event; `None` if it is unknown.
+    async fn trace(&self, id: Uuid, limits: TraceLimits) -> Result<Option<Trace>, StoreError>;
 }
 
 impl StreamQuery {
@@ -400,6 +539,7 @@ impl StreamQuery {
         };
         StreamPage {
             version,
+            snapshot: None,
             events,
             next_position,
             end: !more,

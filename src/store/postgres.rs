@@ -1,27 +1,22 @@
-//! The Postgres backend: every SQL statement Cairn sends to Postgres.
+//! The Postgres backend: connections, and group commit under a store-wide
+//! advisory lock. Reads are the shared SQL of [`super::sql`].
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Pool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::sql::{self, Bind, RunSql, Sql};
+use super::sql::{SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
-use super::{
-    AppendError, AppendRequest, Appended, EventRow, GlobalPage, GlobalQuery, RecordedEvent, Store,
-    StoreError, StreamInfo, StreamPage, StreamQuery, events,
-};
+use super::{AppendRequest, StoreError};
 
 /// The key of the store-wide advisory lock every append transaction holds
 /// from before it picks global positions until it commits ("cairn" in ASCII).
 const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
-
-/// How long a health check waits for Postgres.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An event store in Postgres.
 pub struct PostgresStore {
@@ -141,141 +136,30 @@ impl CommitBatch for PgCommit {
     }
 }
 
-/// Binds the values of shared SQL to a query.
-fn bind_all<'q, O>(
-    mut query: sqlx::query::QueryAs<'q, Postgres, O, <Postgres as sqlx::Database>::Arguments<'q>>,
-    binds: Vec<Bind>,
-) -> sqlx::query::QueryAs<'q, Postgres, O, <Postgres as sqlx::Database>::Arguments<'q>> {
-    for value in binds {
-        query = match value {
-            Bind::Int(value) => query.bind(value),
-            Bind::Text(value) => query.bind(value),
-        };
+bind_all!(Postgres);
+
+impl SqlBackend for PostgresStore {
+    type Db = Postgres;
+
+    fn pool(&self) -> &Pool<Postgres> {
+        &self.pool
     }
-    query
-}
 
-#[async_trait]
-impl RunSql for PostgresStore {
-    const EVENT_COLUMNS: &str = "global_position, id, stream, position, type, data, metadata, \
-                             causation_id, correlation_id, \
-                             (extract(epoch FROM time) * 1000000)::bigint AS time_micros";
+    fn writer(&self) -> &Writer {
+        &self.writer
+    }
 
-    async fn fetch_position(&self, sql: Sql) -> Result<Option<i64>, StoreError> {
-        let row: Option<(i64,)> = bind_all(sqlx::query_as(&sql.text), sql.binds)
-            .fetch_optional(&self.pool)
+    fn micros(column: &str) -> String {
+        format!("(extract(epoch FROM {column}) * 1000000)::bigint")
+    }
+
+    async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
             .await?;
-        Ok(row.map(|(position,)| position))
+        Ok(tx)
     }
 
-    async fn fetch_events(&self, sql: Sql) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows: Vec<EventRow> = bind_all(sqlx::query_as(&sql.text), sql.binds)
-            .fetch_all(&self.pool)
-            .await?;
-        events(rows)
-    }
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        self.writer.append(request).await
-    }
-
-    async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
-        let (lower, upper, order) = query.bounds();
-        let sql = format!(
-            "SELECT {} FROM events WHERE stream = $1 AND position BETWEEN $2 AND $3 \
-             AND ($4::timestamptz IS NULL OR time <= $4) ORDER BY position {order} LIMIT $5",
-            Self::EVENT_COLUMNS
-        );
-        // The version is read after the events, so it is never older than them.
-        let rows: Vec<EventRow> = sqlx::query_as(&sql)
-            .bind(&query.stream)
-            .bind(lower)
-            .bind(upper)
-            .bind(query.as_of)
-            .bind(query.limit + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let version = self.stream_version(&query.stream).await?;
-        Ok(query.page(version, events(rows)?))
-    }
-
-    async fn read_global(&self, query: &GlobalQuery) -> Result<GlobalPage, StoreError> {
-        sql::read_global(self, query).await
-    }
-
-    async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM streams WHERE stream = $1")
-                .bind(stream)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(version.unwrap_or(-1))
-    }
-
-    async fn last_event(
-        &self,
-        stream: &str,
-        event_type: Option<&str>,
-    ) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM events WHERE stream = $1 AND ($2::text IS NULL OR type = $2) \
-             ORDER BY position DESC LIMIT 1",
-            Self::EVENT_COLUMNS
-        );
-        let row: Option<EventRow> = sqlx::query_as(&sql)
-            .bind(stream)
-            .bind(event_type)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(RecordedEvent::try_from).transpose()
-    }
-
-    async fn event(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {} FROM events WHERE id = $1", Self::EVENT_COLUMNS);
-        let row: Option<EventRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(RecordedEvent::try_from).transpose()
-    }
-
-    async fn list_streams(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        let rows: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT stream, version, last_time FROM streams \
-             WHERE stream >= $1 AND stream < $2 AND stream > $3 \
-             ORDER BY stream LIMIT $4",
-        )
-        .bind(prefix)
-        .bind(super::prefix_upper_bound(prefix))
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(stream, version, last_time)| StreamInfo {
-                stream,
-                version,
-                last_time,
-            })
-            .collect())
-    }
-
-    async fn health(&self) -> Result<(), StoreError> {
-        let ping = sqlx::query("SELECT 1").execute(&self.pool);
-        match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
-            Ok(result) => result.map(drop).map_err(StoreError::from),
-            Err(_) => Err(StoreError::Unavailable(
-                "Postgres did not answer in time".into(),
-            )),
-        }
-    }
+    sql_runners!(Postgres);
 }

@@ -1,23 +1,69 @@
-//! SQL that both backends speak alike: the global-order read is built here
-//! once, and each backend only runs it.
+//! The SQL both backends speak. Every read, snapshots and traces are written
+//! here once, with `$1`, `$2`… placeholders (SQLite reads them as parameters
+//! numbered in order of appearance, which is the same thing); a backend
+//! supplies its pool, a consistent read transaction, the spelling of a time
+//! in microseconds, and the runners that [`sql_runners!`] writes for it.
+//! Only appends, which each database serialises in its own way, live in the
+//! backend modules.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::{Database, Pool, Transaction};
+use uuid::Uuid;
 
-use super::{GlobalPage, GlobalQuery, RecordedEvent, Scope, StoreError, scan_window};
+use super::writer::Writer;
+use super::{
+    AppendError, AppendRequest, Appended, GlobalPage, GlobalQuery, NewSnapshot, RecordedEvent,
+    Scope, Snapshot, SnapshotError, Store, StoreError, StreamInfo, StreamPage, StreamQuery, Trace,
+    TraceLimits, scan_window,
+};
+
+/// How long a health check waits for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most ids in one `IN (…)` list.
+const IN_LIST_CHUNK: usize = 500;
 
 /// A value bound to a statement.
 pub(crate) enum Bind {
     /// A 64-bit integer.
     Int(i64),
-    /// A string.
-    Text(String),
+    /// A string, or NULL.
+    Text(Option<String>),
+    /// A UUID.
+    Uuid(Uuid),
 }
 
-/// A statement with `$1`, `$2`… placeholders (SQLite reads them as named
-/// parameters numbered in order of appearance, which is the same thing) and
-/// the values bound to them.
+impl From<i64> for Bind {
+    fn from(value: i64) -> Self {
+        Bind::Int(value)
+    }
+}
+
+impl From<&str> for Bind {
+    fn from(value: &str) -> Self {
+        Bind::Text(Some(value.to_owned()))
+    }
+}
+
+impl From<Option<&str>> for Bind {
+    fn from(value: Option<&str>) -> Self {
+        Bind::Text(value.map(str::to_owned))
+    }
+}
+
+impl From<Uuid> for Bind {
+    fn from(value: Uuid) -> Self {
+        Bind::Uuid(value)
+    }
+}
+
+/// A statement and the values bound to its placeholders.
 #[derive(Default)]
 pub(crate) struct Sql {
     /// The statement.
@@ -27,6 +73,14 @@ pub(crate) struct Sql {
 }
 
 impl Sql {
+    /// A statement starting with `text`.
+    fn new(text: &str) -> Self {
+        Sql {
+            text: text.to_owned(),
+            binds: Vec::new(),
+        }
+    }
+
     /// Appends SQL text.
     fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
@@ -34,78 +88,509 @@ impl Sql {
     }
 
     /// Appends a placeholder for a value.
-    fn bind(&mut self, value: Bind) -> &mut Self {
-        self.binds.push(value);
+    fn bind(&mut self, value: impl Into<Bind>) -> &mut Self {
+        self.binds.push(value.into());
         write!(self.text, "${}", self.binds.len()).expect("writing to a String cannot fail");
         self
     }
+
+    /// Appends `(…)` with a placeholder for each value.
+    fn bind_list<T: Into<Bind> + Clone>(&mut self, values: &[T]) -> &mut Self {
+        self.push("(");
+        for (i, value) in values.iter().enumerate() {
+            self.push(if i == 0 { "" } else { ", " })
+                .bind(value.clone());
+        }
+        self.push(")")
+    }
 }
 
-/// What a backend does to run the shared SQL.
-#[async_trait]
-pub(crate) trait RunSql: Sync {
-    /// The select list of an event, in the shape `EventRow` reads.
-    const EVENT_COLUMNS: &'static str;
-    /// Runs a query of one `bigint` column; its first row, if any.
-    async fn fetch_position(&self, sql: Sql) -> Result<Option<i64>, StoreError>;
+/// The connection type of a backend.
+pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
+
+/// What a backend supplies for the shared SQL.
+pub(crate) trait SqlBackend: Send + Sync + 'static {
+    /// Its database.
+    type Db: Database;
+    /// Its connection pool.
+    fn pool(&self) -> &Pool<Self::Db>;
+    /// Its group-commit writer.
+    fn writer(&self) -> &Writer;
+    /// A time column as microseconds since the epoch.
+    fn micros(column: &str) -> String;
+    /// Begins a read-only transaction that sees one snapshot of the store.
+    fn begin_read(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
     /// Runs a query of events.
-    async fn fetch_events(&self, sql: Sql) -> Result<Vec<RecordedEvent>, StoreError>;
+    fn fetch_events(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    /// Runs a query of one nullable integer column; the first row's value.
+    fn fetch_int(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+    /// Runs a query of snapshots.
+    fn fetch_snapshots(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Vec<Snapshot>, StoreError>> + Send;
+    /// Runs a query of streams.
+    fn fetch_streams(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Vec<StreamInfo>, StoreError>> + Send;
+    /// Runs a statement; the number of rows it changed.
+    fn execute(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Writes the runners of [`SqlBackend`] for a concrete database: they bind
+/// [`Bind`] values and decode rows, the same for every backend.
+macro_rules! sql_runners {
+    ($db:ty) => {
+        async fn fetch_events(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<Vec<$crate::store::RecordedEvent>, $crate::store::StoreError> {
+            let rows: Vec<$crate::store::EventRow> = bind_all(sqlx::query_as(&sql.text), sql.binds)
+                .fetch_all(conn)
+                .await?;
+            rows.into_iter().map(TryFrom::try_from).collect()
+        }
+
+        async fn fetch_int(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<Option<i64>, $crate::store::StoreError> {
+            let row: Option<(Option<i64>,)> = bind_all(sqlx::query_as(&sql.text), sql.binds)
+                .fetch_optional(conn)
+                .await?;
+            Ok(row.and_then(|(value,)| value))
+        }
+
+        async fn fetch_snapshots(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<Vec<$crate::store::Snapshot>, $crate::store::StoreError> {
+            let rows: Vec<$crate::store::SnapshotRow> =
+                bind_all(sqlx::query_as(&sql.text), sql.binds)
+                    .fetch_all(conn)
+                    .await?;
+            rows.into_iter().map(TryFrom::try_from).collect()
+        }
+
+        async fn fetch_streams(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<Vec<$crate::store::StreamInfo>, $crate::store::StoreError> {
+            let rows: Vec<$crate::store::StreamRow> =
+                bind_all(sqlx::query_as(&sql.text), sql.binds)
+                    .fetch_all(conn)
+                    .await?;
+            rows.into_iter().map(TryFrom::try_from).collect()
+        }
+
+        async fn execute(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<u64, $crate::store::StoreError> {
+            let mut query = sqlx::query(&sql.text);
+            for value in sql.binds {
+                query = match value {
+                    $crate::store::sql::Bind::Int(value) => query.bind(value),
+                    $crate::store::sql::Bind::Text(value) => query.bind(value),
+                    $crate::store::sql::Bind::Uuid(value) => query.bind(value),
+                };
+            }
+            Ok(query.execute(conn).await?.rows_affected())
+        }
+    };
+}
+pub(crate) use sql_runners;
+
+/// Writes `bind_all` for a concrete database: binds [`Bind`] values to a query.
+macro_rules! bind_all {
+    ($db:ty) => {
+        /// Binds the values of shared SQL to a query.
+        fn bind_all<'q, O>(
+            mut query: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,
+            binds: Vec<$crate::store::sql::Bind>,
+        ) -> sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>> {
+            for value in binds {
+                query = match value {
+                    $crate::store::sql::Bind::Int(value) => query.bind(value),
+                    $crate::store::sql::Bind::Text(value) => query.bind(value),
+                    $crate::store::sql::Bind::Uuid(value) => query.bind(value),
+                };
+            }
+            query
+        }
+    };
+}
+pub(crate) use bind_all;
+
+/// The select list of an event, in the shape `EventRow` reads.
+fn event_columns<B: SqlBackend>() -> String {
+    format!(
+        "global_position, id, stream, position, type, data, metadata, causation_id, \
+         correlation_id, {} AS time_micros",
+        B::micros("time")
+    )
 }
 
 /// Starts a `SELECT … FROM events` with the scope of a global read.
-fn scoped(columns: &str, query: &GlobalQuery) -> Sql {
-    let mut sql = Sql::default();
-    sql.push(&format!(
+fn scoped<B: SqlBackend>(columns: &str, query: &GlobalQuery) -> Sql {
+    let mut sql = Sql::new(&format!(
         "SELECT {columns} FROM events WHERE global_position >= "
-    ))
-    .bind(Bind::Int(query.position));
-    if let Scope::Category(category) = &query.scope {
-        sql.push(" AND category = ")
-            .bind(Bind::Text(category.clone()));
+    ));
+    sql.bind(query.position);
+    match &query.scope {
+        Scope::All => {}
+        Scope::Category(category) => {
+            sql.push(" AND category = ").bind(category.as_str());
+        }
+        Scope::Correlation(correlation_id) => {
+            sql.push(" AND correlation_id = ")
+                .bind(correlation_id.as_str());
+        }
     }
     sql
 }
 
-/// Reads a category or the whole log in global order. A filtered read looks
-/// at a bounded window of the log (see [`scan_window`]), so a rare filter
-/// costs one short page, not a scan of the whole store.
-pub(crate) async fn read_global<R: RunSql>(
-    runner: &R,
-    query: &GlobalQuery,
-) -> Result<GlobalPage, StoreError> {
-    let window_end = if query.filter.is_empty() {
-        None
-    } else {
-        let mut sql = scoped("global_position", query);
-        sql.push(" ORDER BY global_position LIMIT 1 OFFSET ")
-            .bind(Bind::Int(scan_window(query.limit)));
-        runner.fetch_position(sql).await?
-    };
-    let mut sql = scoped(R::EVENT_COLUMNS, query);
-    let filter = &query.filter;
-    if !filter.types.is_empty() {
-        sql.push(" AND type IN (");
-        for (i, event_type) in filter.types.iter().enumerate() {
-            sql.push(if i == 0 { "" } else { ", " })
-                .bind(Bind::Text(event_type.clone()));
+/// Reads one stream on a connection (within a transaction when the read must
+/// be one consistent snapshot).
+async fn read_stream_on<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    query: &StreamQuery,
+) -> Result<StreamPage, StoreError> {
+    let mut query = query.clone();
+    let mut snapshot = None;
+    if query.from_snapshot {
+        // The snapshot must lie within the read's bounds: at most
+        // `until_version`, and a version the stream had reached by `as_of`.
+        let mut bound = query.until_version.unwrap_or(i64::MAX);
+        if let Some(as_of) = query.as_of {
+            let mut sql = Sql::new("SELECT max(position) FROM events WHERE stream = ");
+            sql.bind(query.stream.as_str())
+                .push(&format!(" AND {} <= ", B::micros("time")))
+                .bind(as_of.timestamp_micros());
+            bound = bound.min(B::fetch_int(conn, sql).await?.unwrap_or(-1));
         }
-        sql.push(")");
+        snapshot = B::fetch_snapshots(conn, newest_snapshot(&query.stream, bound))
+            .await?
+            .pop();
+        if let Some(snapshot) = &snapshot {
+            query.position = Some(query.position.unwrap_or(0).max(snapshot.version + 1));
+        }
     }
-    if let Some(correlation_id) = &filter.correlation_id {
-        sql.push(" AND correlation_id = ")
-            .bind(Bind::Text(correlation_id.clone()));
+    let (lower, upper, order) = query.bounds();
+    let mut sql = Sql::new(&format!(
+        "SELECT {} FROM events WHERE stream = ",
+        event_columns::<B>()
+    ));
+    sql.bind(query.stream.as_str())
+        .push(" AND position >= ")
+        .bind(lower)
+        .push(" AND position <= ")
+        .bind(upper);
+    if let Some(as_of) = query.as_of {
+        sql.push(&format!(" AND {} <= ", B::micros("time")))
+            .bind(as_of.timestamp_micros());
     }
-    if let Some((member, size)) = filter.consumer_group {
-        // |hash| mod size, written so that it cannot overflow.
-        sql.push(" AND abs(cardinal_hash % ")
-            .bind(Bind::Int(size))
-            .push(") = ")
-            .bind(Bind::Int(member));
+    sql.push(&format!(" ORDER BY position {order} LIMIT "))
+        .bind(query.limit + 1);
+    let events = B::fetch_events(conn, sql).await?;
+    // The version is read after the events, so it is never older than them.
+    let version = B::fetch_int(conn, stream_version(&query.stream))
+        .await?
+        .unwrap_or(-1);
+    let mut page = query.page(version, events);
+    page.snapshot = snapshot;
+    Ok(page)
+}
+
+/// The version of a stream.
+fn stream_version(stream: &str) -> Sql {
+    let mut sql = Sql::new("SELECT version FROM streams WHERE stream = ");
+    sql.bind(stream);
+    sql
+}
+
+/// The newest snapshot of a stream with version ≤ `bound`; of equal versions
+/// the one posted last.
+fn newest_snapshot(stream: &str, bound: i64) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT stream, version, type, state, time AS time_micros FROM snapshots WHERE stream = ",
+    );
+    sql.bind(stream)
+        .push(" AND version <= ")
+        .bind(bound)
+        .push(" ORDER BY version DESC, seq DESC LIMIT 1");
+    sql
+}
+
+/// Walks `causation_id` up from a message: its causes, nearest first, at most
+/// `max_depth + 1` of them (one more than may be kept, to tell a cut chain).
+/// A cause the store lacks ends the chain; a cycle repeats until the cap and
+/// is cut by the caller.
+fn causes(message: Uuid, max_depth: usize, columns: &str) -> Sql {
+    let mut sql = Sql::new(
+        "WITH RECURSIVE chain(cause, depth) AS (\
+         SELECT causation_id, 1 FROM events WHERE causation_id IS NOT NULL AND id = ",
+    );
+    sql.bind(message)
+        .push(
+            " UNION ALL SELECT e.causation_id, chain.depth + 1 FROM chain \
+             JOIN events e ON e.id = chain.cause WHERE e.causation_id IS NOT NULL AND chain.depth <= ",
+        )
+        .bind(max_depth as i64)
+        .push(&format!(
+            ") SELECT {columns} FROM chain JOIN events ON events.id = chain.cause ORDER BY chain.depth"
+        ));
+    sql
+}
+
+#[async_trait]
+impl<B: SqlBackend> Store for B {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        self.writer().append(request).await
     }
-    if let Some(end) = window_end {
-        sql.push(" AND global_position < ").bind(Bind::Int(end));
+
+    async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
+        if !query.from_snapshot {
+            return read_stream_on::<B>(&mut *self.pool().acquire().await?, query).await;
+        }
+        // The snapshot and the events after it come from one snapshot of the
+        // store: no append can slip in between the two halves.
+        let mut tx = self.begin_read().await?;
+        let page = read_stream_on::<B>(&mut tx, query).await?;
+        tx.commit().await?;
+        Ok(page)
     }
-    sql.push(" ORDER BY global_position LIMIT ")
-        .bind(Bind::Int(query.limit + 1));
-    Ok(query.page(runner.fetch_events(sql).await?, window_end))
+
+    async fn read_global(&self, query: &GlobalQuery) -> Result<GlobalPage, StoreError> {
+        // A filtered read looks at a bounded window of the log, so a rare
+        // filter costs one short page, not a scan of the whole store.
+        let mut conn = self.pool().acquire().await?;
+        let window_end = if query.filter.is_empty() {
+            None
+        } else {
+            let mut sql = scoped::<B>("global_position", query);
+            sql.push(" ORDER BY global_position LIMIT 1 OFFSET ")
+                .bind(scan_window(query.limit));
+            B::fetch_int(&mut conn, sql).await?
+        };
+        let mut sql = scoped::<B>(&event_columns::<B>(), query);
+        let filter = &query.filter;
+        if !filter.types.is_empty() {
+            let types: Vec<&str> = filter.types.iter().map(String::as_str).collect();
+            sql.push(" AND type IN ").bind_list(&types);
+        }
+        if let Some(correlation_id) = &filter.correlation_id {
+            sql.push(" AND correlation_id = ")
+                .bind(correlation_id.as_str());
+        }
+        if let Some((member, size)) = filter.consumer_group {
+            // |hash| mod size, written so that it cannot overflow.
+            sql.push(" AND abs(cardinal_hash % ")
+                .bind(size)
+                .push(") = ")
+                .bind(member);
+        }
+        if let Some(end) = window_end {
+            sql.push(" AND global_position < ").bind(end);
+        }
+        sql.push(" ORDER BY global_position LIMIT ")
+            .bind(query.limit + 1);
+        Ok(query.page(B::fetch_events(&mut conn, sql).await?, window_end))
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        Ok(B::fetch_int(&mut conn, stream_version(stream))
+            .await?
+            .unwrap_or(-1))
+    }
+
+    async fn last_event(
+        &self,
+        stream: &str,
+        event_type: Option<&str>,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {} FROM events WHERE stream = ",
+            event_columns::<B>()
+        ));
+        sql.bind(stream);
+        if let Some(event_type) = event_type {
+            sql.push(" AND type = ").bind(event_type);
+        }
+        sql.push(" ORDER BY position DESC LIMIT 1");
+        let mut conn = self.pool().acquire().await?;
+        Ok(B::fetch_events(&mut conn, sql).await?.pop())
+    }
+
+    async fn event(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {} FROM events WHERE id = ",
+            event_columns::<B>()
+        ));
+        sql.bind(id);
+        let mut conn = self.pool().acquire().await?;
+        Ok(B::fetch_events(&mut conn, sql).await?.pop())
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        // [prefix, upper bound) holds exactly the names that start with prefix.
+        let mut sql = Sql::new(&format!(
+            "SELECT stream, version, {} AS last_time_micros FROM streams WHERE stream >= ",
+            B::micros("last_time")
+        ));
+        sql.bind(prefix)
+            .push(" AND stream < ")
+            .bind(super::prefix_upper_bound(prefix).as_str())
+            .push(" AND stream > ")
+            .bind(after.unwrap_or(""))
+            .push(" ORDER BY stream LIMIT ")
+            .bind(limit);
+        let mut conn = self.pool().acquire().await?;
+        B::fetch_streams(&mut conn, sql).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let ping = async {
+            let mut conn = self.pool().acquire().await?;
+            B::fetch_int(&mut conn, Sql::new("SELECT CAST(1 AS BIGINT)")).await
+        };
+        match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
+            Ok(result) => result.map(drop),
+            Err(_) => Err(StoreError::Unavailable(
+                "the database did not answer in time".into(),
+            )),
+        }
+    }
+
+    async fn append_snapshot(&self, snapshot: NewSnapshot) -> Result<Snapshot, SnapshotError> {
+        let time = Utc::now();
+        let time = chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time);
+        // One statement: the version check and the insert cannot be split by an append.
+        let mut sql =
+            Sql::new("INSERT INTO snapshots (stream, version, type, state, time) SELECT ");
+        sql.bind(snapshot.stream.as_str())
+            .push(", ")
+            .bind(snapshot.version)
+            .push(", ")
+            .bind(snapshot.snapshot_type.as_deref())
+            .push(", ")
+            .bind(snapshot.state.get())
+            .push(", ")
+            .bind(time.timestamp_micros())
+            .push(" WHERE EXISTS (SELECT 1 FROM streams WHERE stream = ")
+            .bind(snapshot.stream.as_str())
+            .push(" AND version >= ")
+            .bind(snapshot.version)
+            .push(")");
+        let mut conn = self.pool().acquire().await.map_err(StoreError::from)?;
+        if B::execute(&mut conn, sql).await? == 0 {
+            let actual = B::fetch_int(&mut conn, stream_version(&snapshot.stream)).await?;
+            return Err(match actual {
+                None => SnapshotError::NoStream(snapshot.stream),
+                Some(actual) => SnapshotError::BeyondVersion {
+                    version: snapshot.version,
+                    actual,
+                },
+            });
+        }
+        Ok(Snapshot {
+            stream: snapshot.stream,
+            version: snapshot.version,
+            snapshot_type: snapshot.snapshot_type,
+            state: snapshot.state,
+            time,
+        })
+    }
+
+    async fn snapshot(
+        &self,
+        stream: &str,
+        until_version: Option<i64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let sql = newest_snapshot(stream, until_version.unwrap_or(i64::MAX));
+        let mut conn = self.pool().acquire().await?;
+        Ok(B::fetch_snapshots(&mut conn, sql).await?.pop())
+    }
+
+    async fn trace(&self, id: Uuid, limits: TraceLimits) -> Result<Option<Trace>, StoreError> {
+        let columns = event_columns::<B>();
+        let mut tx = self.begin_read().await?;
+        let mut sql = Sql::new(&format!("SELECT {columns} FROM events WHERE id = "));
+        sql.bind(id);
+        let Some(message) = B::fetch_events(&mut tx, sql).await?.pop() else {
+            return Ok(None);
+        };
+        let mut truncated = false;
+
+        // Causes: nearest first from the database, cut at a cycle or the cap.
+        let mut seen = HashSet::from([id]);
+        let mut causes = Vec::new();
+        for cause in B::fetch_events(&mut tx, self::causes(id, limits.max_depth, &columns)).await? {
+            if causes.len() == limits.max_depth || !seen.insert(cause.id) {
+                truncated = true;
+                break;
+            }
+            causes.push(cause);
+        }
+        causes.reverse();
+
+        // Effects: one level at a time through the causation index, nearest
+        // levels first, so the caps keep the part closest to the message.
+        let mut children: HashMap<Uuid, Vec<RecordedEvent>> = HashMap::new();
+        let mut frontier = vec![id];
+        let mut seen = HashSet::from([id]);
+        let mut count = 0;
+        'levels: for depth in 0..=limits.max_depth {
+            let mut next = Vec::new();
+            for chunk in frontier.chunks(IN_LIST_CHUNK) {
+                let mut sql = Sql::new(&format!(
+                    "SELECT {columns} FROM events WHERE causation_id IN "
+                ));
+                sql.bind_list(chunk).push(" ORDER BY global_position");
+                for effect in B::fetch_events(&mut tx, sql).await? {
+                    if depth == limits.max_depth || count == limits.max_events {
+                        truncated = true;
+                        break 'levels;
+                    }
+                    if !seen.insert(effect.id) {
+                        truncated = true; // a cycle
+                        continue;
+                    }
+                    count += 1;
+                    next.push(effect.id);
+                    let parent = effect.causation_id.expect("selected by causation_id");
+                    children.entry(parent).or_default().push(effect);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        tx.commit().await?;
+        Ok(Some(Trace {
+            message,
+            causes,
+            effects_by_cause: children,
+            truncated,
+        }))
+    }
 }

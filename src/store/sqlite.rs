@@ -1,5 +1,5 @@
-//! The SQLite backend: the embedded, zero-setup store. Every SQL statement
-//! Cairn sends to SQLite is here.
+//! The SQLite backend: the embedded, zero-setup store: connections, and group
+//! commit under SQLite's write lock. Reads are the shared SQL of [`super::sql`].
 //!
 //! One connection writes (through the group-commit writer, in `BEGIN
 //! IMMEDIATE` transactions, so even a second process on the same file waits
@@ -13,18 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::value::RawValue;
-use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use uuid::Uuid;
+use sqlx::{Pool, Sqlite, Transaction};
 
-use super::sql::{self, Bind, RunSql, Sql};
+use super::sql::{SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
-use super::{
-    AppendError, AppendRequest, Appended, EventRow, GlobalPage, GlobalQuery, RecordedEvent, Store,
-    StoreError, StreamInfo, StreamPage, StreamQuery, events, prefix_upper_bound,
-};
+use super::{AppendRequest, StoreError};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,137 +152,27 @@ impl CommitBatch for SqliteCommit {
     }
 }
 
-/// Binds the values of shared SQL to a query.
-fn bind_all<'q, O>(
-    mut query: sqlx::query::QueryAs<'q, Sqlite, O, <Sqlite as sqlx::Database>::Arguments<'q>>,
-    binds: Vec<Bind>,
-) -> sqlx::query::QueryAs<'q, Sqlite, O, <Sqlite as sqlx::Database>::Arguments<'q>> {
-    for value in binds {
-        query = match value {
-            Bind::Int(value) => query.bind(value),
-            Bind::Text(value) => query.bind(value),
-        };
-    }
-    query
-}
+bind_all!(Sqlite);
 
-#[async_trait]
-impl RunSql for SqliteStore {
-    const EVENT_COLUMNS: &str = "global_position, id, stream, position, type, data, metadata, \
-                             causation_id, correlation_id, time AS time_micros";
+impl SqlBackend for SqliteStore {
+    type Db = Sqlite;
 
-    async fn fetch_position(&self, sql: Sql) -> Result<Option<i64>, StoreError> {
-        let row: Option<(i64,)> = bind_all(sqlx::query_as(&sql.text), sql.binds)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(position,)| position))
+    fn pool(&self) -> &Pool<Sqlite> {
+        &self.pool
     }
 
-    async fn fetch_events(&self, sql: Sql) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows: Vec<EventRow> = bind_all(sqlx::query_as(&sql.text), sql.binds)
-            .fetch_all(&self.pool)
-            .await?;
-        events(rows)
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        self.writer.append(request).await
+    fn writer(&self) -> &Writer {
+        &self.writer
     }
 
-    async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
-        let (lower, upper, order) = query.bounds();
-        let sql = format!(
-            "SELECT {} FROM events WHERE stream = ?1 AND position BETWEEN ?2 AND ?3 \
-             AND (?4 IS NULL OR time <= ?4) ORDER BY position {order} LIMIT ?5",
-            Self::EVENT_COLUMNS
-        );
-        let rows: Vec<EventRow> = sqlx::query_as(&sql)
-            .bind(&query.stream)
-            .bind(lower)
-            .bind(upper)
-            .bind(query.as_of.map(|t| t.timestamp_micros()))
-            .bind(query.limit + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        // The version is read after the events, so it is never older than them.
-        let version = self.stream_version(&query.stream).await?;
-        Ok(query.page(version, events(rows)?))
+    fn micros(column: &str) -> String {
+        column.to_owned()
     }
 
-    async fn read_global(&self, query: &GlobalQuery) -> Result<GlobalPage, StoreError> {
-        sql::read_global(self, query).await
+    async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // In WAL mode a transaction reads one snapshot from its first read on.
+        Ok(self.pool.begin().await?)
     }
 
-    async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM streams WHERE stream = ?")
-                .bind(stream)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(version.unwrap_or(-1))
-    }
-
-    async fn last_event(
-        &self,
-        stream: &str,
-        event_type: Option<&str>,
-    ) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM events WHERE stream = ?1 AND (?2 IS NULL OR type = ?2) \
-             ORDER BY position DESC LIMIT 1",
-            Self::EVENT_COLUMNS
-        );
-        let row: Option<EventRow> = sqlx::query_as(&sql)
-            .bind(stream)
-            .bind(event_type)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(RecordedEvent::try_from).transpose()
-    }
-
-    async fn event(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {} FROM events WHERE id = ?", Self::EVENT_COLUMNS);
-        let row: Option<EventRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(RecordedEvent::try_from).transpose()
-    }
-
-    async fn list_streams(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<StreamInfo>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT stream, version, last_time FROM streams \
-             WHERE stream >= ?1 AND stream < ?2 AND stream > ?3 ORDER BY stream LIMIT ?4",
-        )
-        .bind(prefix)
-        .bind(prefix_upper_bound(prefix))
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(stream, version, last_time)| {
-                let last_time = chrono::DateTime::from_timestamp_micros(last_time)
-                    .ok_or_else(|| StoreError::Internal(format!("stored time {last_time}")))?;
-                Ok(StreamInfo {
-                    stream,
-                    version,
-                    last_time,
-                })
-            })
-            .collect()
-    }
-
-    async fn health(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
+    sql_runners!(Sqlite);
 }

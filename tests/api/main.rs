@@ -8,4 +8,6 @@ mod embedded;
 mod errors;
 mod global;
 mod operations;
+mod snapshots;
 mod streams;
+mod trace;

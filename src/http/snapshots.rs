@@ -1,0 +1,125 @@
+//! `/snapshots/{stream}`: post and read snapshots of an aggregate.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{AcceptsJson, JsonBytes, Path, Query};
+use crate::names;
+use crate::store::{NewSnapshot, Snapshot, SnapshotError};
+
+/// The snapshot routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(post_snapshot, get_snapshot))
+}
+
+/// A snapshot as posted.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotWrite {
+    /// The stream version the state summarises (events 0..=version).
+    #[schema(minimum = 0)]
+    version: i64,
+    /// The state: any JSON value, returned exactly as written.
+    #[schema(value_type = serde_json::Value)]
+    state: Box<RawValue>,
+    /// What kind of state it is (named like a stream).
+    #[serde(rename = "type")]
+    snapshot_type: Option<String>,
+}
+
+/// Stores a snapshot of a stream; every snapshot is kept.
+#[utoipa::path(
+    post,
+    path = "/snapshots/{stream}",
+    tag = "snapshots",
+    params(("stream" = String, Path, description = "The stream")),
+    request_body(content = SnapshotWrite, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored", body = Snapshot),
+        (status = 400, description = "Malformed body or name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The version is beyond the stream's", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn post_snapshot(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    _: AcceptsJson,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<(StatusCode, Json<Snapshot>)> {
+    names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
+    let body: SnapshotWrite = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid snapshot JSON: {e}")))?;
+    if body.version < 0 {
+        return Err(ApiError::BadRequest("version must be ≥ 0".into()));
+    }
+    if let Some(snapshot_type) = &body.snapshot_type {
+        names::check_name("a snapshot type", snapshot_type).map_err(ApiError::BadRequest)?;
+    }
+    let snapshot = NewSnapshot {
+        stream,
+        version: body.version,
+        snapshot_type: body.snapshot_type,
+        state: body.state,
+    };
+    let stored = state
+        .store
+        .append_snapshot(snapshot)
+        .await
+        .map_err(|error| match error {
+            SnapshotError::NoStream(_) => ApiError::NotFound(error.to_string()),
+            SnapshotError::BeyondVersion { .. } => ApiError::Conflict(error.to_string()),
+            SnapshotError::Store(error) => error.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// The query of a snapshot read.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct SnapshotParams {
+    /// Only snapshots with version ≤ N (default: the highest).
+    #[param(minimum = 0)]
+    until_version: Option<i64>,
+}
+
+/// The newest snapshot of a stream (of equal versions, the one posted last).
+#[utoipa::path(
+    get,
+    path = "/snapshots/{stream}",
+    tag = "snapshots",
+    params(("stream" = String, Path, description = "The stream"), SnapshotParams),
+    responses(
+        (status = 200, description = "The snapshot", body = Snapshot),
+        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No snapshot within the bound", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_snapshot(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    _: AcceptsJson,
+    Query(params): Query<SnapshotParams>,
+) -> ApiResult<Json<Snapshot>> {
+    names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
+    if params.until_version.is_some_and(|v| v < 0) {
+        return Err(ApiError::BadRequest("until_version must be ≥ 0".into()));
+    }
+    let snapshot = state.store.snapshot(&stream, params.until_version).await?;
+    snapshot
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such snapshot")))
+}
