@@ -55,6 +55,15 @@ pub struct Config {
     /// Most effects in one trace.
     #[arg(long, env = "CAIRN_TRACE_MAX_EVENTS", default_value_t = 10_000)]
     pub trace_max_events: usize,
+    /// Seconds between keep-alive comments on an idle feed.
+    #[arg(long, env = "CAIRN_KEEP_ALIVE_SECS", default_value_t = 15)]
+    pub keep_alive_secs: u64,
+    /// Most live feeds open at once (`503` past it).
+    #[arg(long, env = "CAIRN_MAX_FEEDS", default_value_t = 10_000)]
+    pub max_feeds: usize,
+    /// Batches of live events kept for feeds; a feed further behind reads the store.
+    #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = 1024)]
+    pub live_buffer: usize,
     /// Database connections in the pool.
     #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,

@@ -7,22 +7,27 @@
 //! - [`names`]: stream, category and cardinal-id rules, the consumer-group hash.
 //! - [`http`]: routes, extractors, problem+json errors, the OpenAPI document.
 //! - [`store`]: the `Store` trait, group commit, the Postgres and SQLite backends.
+//! - [`feed`]: live feeds: catch-up, then live, never a gap.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod config;
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod names;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderValue;
 
 use config::Config;
+use feed::{FeedShutdown, Feeds};
 use http::{AppState, Limits};
+use metrics::Metrics;
 use store::SharedStore;
 
 /// Opens the store the configuration names: Postgres for a `postgres://` URL,
@@ -70,10 +75,20 @@ fn redact_password(url: &str) -> String {
     }
 }
 
-/// The application over a store, configured.
-pub fn app(config: &Config, store: SharedStore) -> anyhow::Result<Router> {
+/// The application over a store, configured, with the handle that ends its
+/// live feeds at shutdown.
+pub fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router, FeedShutdown)> {
+    let metrics = Arc::new(Metrics::new());
+    let fallbacks = metrics.feed_fallbacks.clone();
+    let (feeds, shutdown) = Feeds::start(
+        store.clone(),
+        config.max_feeds,
+        config.live_buffer,
+        fallbacks,
+    );
     let state = AppState {
         store,
+        feeds,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_batch_events: config.max_batch_events,
@@ -82,13 +97,14 @@ pub fn app(config: &Config, store: SharedStore) -> anyhow::Result<Router> {
                 max_depth: config.trace_max_depth,
                 max_events: config.trace_max_events,
             },
+            keep_alive: Duration::from_secs(config.keep_alive_secs),
         },
-        metrics: Arc::default(),
+        metrics,
     };
     let origins = config
         .cors_origins
         .iter()
         .map(|o| HeaderValue::from_str(o).with_context(|| format!("bad CORS origin {o:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(http::app(state, &origins))
+    Ok((http::app(state, &origins), shutdown))
 }

@@ -25,13 +25,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let store = cairn::open_store(&config).await?;
-    let app = cairn::app(&config, store)?;
+    let (app, feeds) = cairn::app(&config, store)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "cairn is serving");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: ending feeds, finishing requests");
+            feeds.close();
+        })
         .await?;
     tracing::info!("cairn has stopped");
     Ok(())

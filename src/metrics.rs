@@ -27,6 +27,8 @@ pub struct Metrics {
     pub events_appended: Counter,
     /// Requests that failed because of the store.
     pub store_errors: Counter,
+    /// Feeds that fell behind the live buffer and went back to the store.
+    pub feed_fallbacks: Counter,
 }
 
 /// Latency buckets from 0.25 ms to about 8 s.
@@ -41,6 +43,7 @@ impl Metrics {
         let requests = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let events_appended = Counter::default();
         let store_errors = Counter::default();
+        let feed_fallbacks = Counter::default();
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route, method and status",
@@ -52,11 +55,17 @@ impl Metrics {
             "Requests that failed because of the store",
             store_errors.clone(),
         );
+        registry.register(
+            "feed_fallbacks",
+            "Feeds that fell behind the live buffer and read the store again",
+            feed_fallbacks.clone(),
+        );
         Metrics {
             registry,
             requests,
             events_appended,
             store_errors,
+            feed_fallbacks,
         }
     }
 

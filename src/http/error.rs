@@ -51,6 +51,9 @@ pub enum ApiError {
     /// The store is down: retry later.
     #[error("the store is unavailable; retry later")]
     Unavailable,
+    /// As many feeds are open as allowed: retry later.
+    #[error("{0}")]
+    TooManyFeeds(String),
     /// A bug or corrupt data; the detail is logged, never shown.
     #[error("internal error")]
     Internal,
@@ -72,7 +75,7 @@ impl ApiError {
             ApiError::WrongVersion { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::TooManyFeeds(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unavailable => "store-unavailable",
+            ApiError::TooManyFeeds(_) => "too-many-feeds",
             ApiError::Internal => "internal",
         }
     }
@@ -133,7 +137,7 @@ impl IntoResponse for ApiError {
             ApiError::WrongVersion { actual, .. } => {
                 headers.insert(header::ETAG, super::etag(*actual));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::TooManyFeeds(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECONDS),

@@ -2,13 +2,17 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{AcceptsJson, Path, Query};
+use super::extract::{self, Path, Query, Wants};
+use super::feed::{self, Start};
 use super::{AppState, page_limit};
+use crate::feed::Subject;
 use crate::names;
 use crate::store::{Filter, GlobalPage, GlobalQuery, RecordedEvent, Scope};
 
@@ -24,9 +28,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct GlobalParams {
-    /// The first global position read (inclusive, default 1).
-    #[param(minimum = 0)]
-    position: Option<i64>,
+    /// The first global position read (inclusive, default 1). Feeds also take
+    /// `end`: right after the last event.
+    #[param(value_type = Option<String>, example = "1")]
+    position: Option<Start>,
+    /// Feeds only: start right after this consumer's checkpoint, if it has one.
+    checkpoint: Option<String>,
     /// Most events returned (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -45,13 +52,46 @@ struct GlobalParams {
 }
 
 impl GlobalParams {
-    /// Checks the parameters and makes the store query.
-    fn into_query(self, scope: Scope, state: &AppState) -> ApiResult<GlobalQuery> {
-        let bad = |detail: String| ApiError::BadRequest(detail);
-        let position = self.position.unwrap_or(1);
-        if position < 0 {
-            return Err(bad("position must be ≥ 0".into()));
+    /// Answers with a feed when the client asks for one, else with a page.
+    async fn answer(
+        self,
+        scope: Scope,
+        state: &AppState,
+        headers: &HeaderMap,
+    ) -> ApiResult<Response> {
+        if extract::negotiate(headers, true)? == Wants::Feed {
+            feed::refuse_for_feeds(&[("limit", self.limit.is_some())])?;
+            let (position, checkpoint) = (self.position, self.checkpoint.clone());
+            let subject = Subject::Global(scope, self.filter()?);
+            return feed::open(state, headers, subject, position, checkpoint, 1).await;
         }
+        let query = GlobalQuery {
+            position: feed::read_position(self.position, self.checkpoint.as_deref())?.unwrap_or(1),
+            limit: page_limit(self.limit, &state.limits)?,
+            filter: self.filter()?,
+            scope,
+        };
+        let GlobalPage {
+            events,
+            next_position,
+            end,
+        } = state.store.read_global(&query).await?;
+        let category = match query.scope {
+            Scope::Category(category) => Some(category),
+            _ => None,
+        };
+        Ok(Json(GlobalPageBody {
+            category,
+            events,
+            next_position,
+            end,
+        })
+        .into_response())
+    }
+
+    /// Checks the filter parameters.
+    fn filter(&self) -> ApiResult<Filter> {
+        let bad = |detail: String| ApiError::BadRequest(detail);
         for event_type in &self.types {
             names::check_name("an event type", event_type).map_err(bad)?;
         }
@@ -72,36 +112,20 @@ impl GlobalParams {
                 ));
             }
         };
-        Ok(GlobalQuery {
-            scope,
-            position,
-            limit: page_limit(self.limit, &state.limits)?,
-            filter: Filter {
-                types: self.types,
-                correlation_id: self.correlation_id,
-                consumer_group,
-            },
+        Ok(Filter {
+            types: self.types.clone(),
+            correlation_id: self.correlation_id.clone(),
+            consumer_group,
         })
     }
 }
 
-/// A page of a category.
+/// A page of a category or of the global log.
 #[derive(Serialize, ToSchema)]
-struct CategoryPage {
-    /// The category.
-    category: String,
-    /// The events, in global order.
-    events: Vec<RecordedEvent>,
-    /// The global position to read next.
-    next_position: i64,
-    /// Nothing lies beyond `next_position`. A filtered read may return a short
-    /// page, even an empty one, with `end: false`: keep paging.
-    end: bool,
-}
-
-/// A page of the global log.
-#[derive(Serialize, ToSchema)]
-struct AllPage {
+struct GlobalPageBody {
+    /// The category (category reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<String>,
     /// The events, in global order.
     events: Vec<RecordedEvent>,
     /// The global position to read next.
@@ -121,31 +145,25 @@ struct AllPage {
     tag = "global",
     params(("category" = String, Path, description = "The category: a stream name up to its first `-`"), GlobalParams),
     responses(
-        (status = 200, description = "A page of events", body = CategoryPage),
+        (status = 200, description = "A page of events (JSON), or with `Accept: text/event-stream` a live feed: \
+         history from `position`, one `event: caught-up` message, then events as they commit; each event's \
+         `id:` is its global position",
+         content((GlobalPageBody = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
         (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable, or too many feeds are open", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_category(
     State(state): State<AppState>,
     Path(category): Path<String>,
-    _: AcceptsJson,
     Query(params): Query<GlobalParams>,
-) -> ApiResult<Json<CategoryPage>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     names::check_category(&category).map_err(ApiError::BadRequest)?;
-    let query = params.into_query(Scope::Category(category.clone()), &state)?;
-    let GlobalPage {
-        events,
-        next_position,
-        end,
-    } = state.store.read_global(&query).await?;
-    Ok(Json(CategoryPage {
-        category,
-        events,
-        next_position,
-        end,
-    }))
+    params
+        .answer(Scope::Category(category), &state, &headers)
+        .await
 }
 
 /// Reads every event in global order.
@@ -155,26 +173,19 @@ async fn read_category(
     tag = "global",
     params(GlobalParams),
     responses(
-        (status = 200, description = "A page of events", body = AllPage),
+        (status = 200, description = "A page of events (JSON), or with `Accept: text/event-stream` a live feed: \
+         history from `position`, one `event: caught-up` message, then events as they commit; each event's \
+         `id:` is its global position",
+         content((GlobalPageBody = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Malformed query", body = Problem, content_type = "application/problem+json"),
         (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable, or too many feeds are open", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_all(
     State(state): State<AppState>,
-    _: AcceptsJson,
     Query(params): Query<GlobalParams>,
-) -> ApiResult<Json<AllPage>> {
-    let query = params.into_query(Scope::All, &state)?;
-    let GlobalPage {
-        events,
-        next_position,
-        end,
-    } = state.store.read_global(&query).await?;
-    Ok(Json(AllPage {
-        events,
-        next_position,
-        end,
-    }))
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    params.answer(Scope::All, &state, &headers).await
 }

@@ -16,12 +16,15 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::feed::Feeds;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{SharedStore, TraceLimits};
 
+mod checkpoints;
 pub mod error;
 mod events;
 pub mod extract;
+mod feed;
 mod global;
 mod ops;
 mod snapshots;
@@ -41,6 +44,8 @@ pub struct Limits {
     pub max_page_size: i64,
     /// How far a trace may reach.
     pub trace: TraceLimits,
+    /// How often an idle feed gets a keep-alive comment.
+    pub keep_alive: std::time::Duration,
 }
 
 /// What every handler shares.
@@ -52,6 +57,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Live feeds.
+    pub feeds: Arc<Feeds>,
 }
 
 /// The metadata of the OpenAPI document; paths come from the handlers.
@@ -67,6 +74,7 @@ pub struct AppState {
         (name = "global", description = "Categories and the global log"),
         (name = "events", description = "Single events"),
         (name = "snapshots", description = "Snapshots of aggregates"),
+        (name = "checkpoints", description = "Durable consumer positions"),
         (name = "tracing", description = "Causation and correlation"),
         (name = "operations", description = "Health and metrics"),
     )
@@ -80,6 +88,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(global::router())
         .merge(events::router())
         .merge(snapshots::router())
+        .merge(checkpoints::router())
         .merge(trace::router())
         .merge(ops::router())
 }

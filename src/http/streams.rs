@@ -11,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query};
+use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query, Wants};
+use super::feed::{self, Start};
 use super::{AppState, etag, page_limit};
+use crate::feed::Subject;
 use crate::names;
 use crate::store::{
     AppendError, AppendRequest, Direction, EventPosition, RecordedEvent, Snapshot, StreamInfo,
@@ -171,9 +173,12 @@ enum DirectionParam {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct StreamReadParams {
-    /// The first stream position read (inclusive); backward reads default to the last event.
-    #[param(minimum = 0)]
-    position: Option<i64>,
+    /// The first stream position read (inclusive); backward reads default to
+    /// the last event. Feeds also take `end`: right after the last event.
+    #[param(value_type = Option<String>, example = "0")]
+    position: Option<Start>,
+    /// Feeds only: start right after this consumer's checkpoint, if it has one.
+    checkpoint: Option<String>,
     /// Most events returned (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -219,8 +224,15 @@ struct StreamPageBody {
         StreamReadParams,
     ),
     responses(
-        (status = 200, description = "A page of events", body = StreamPageBody,
-         headers(("ETag" = String, description = "The stream's current version"))),
+        (status = 200, description = "A page of events (JSON), or with `Accept: text/event-stream` a live feed: \
+         history from `position`, one `event: caught-up` message, then events as they commit; each event's \
+         `id:` is its stream position",
+         content(
+             (StreamPageBody = "application/json"),
+             (String = "text/event-stream"),
+         ),
+         headers(("ETag" = String, description = "The stream's current version (JSON reads)"))),
+        (status = 503, description = "The store is unavailable, or too many feeds are open", body = Problem, content_type = "application/problem+json"),
         (status = 304, description = "The stream is still at the version in If-None-Match"),
         (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
@@ -231,18 +243,36 @@ struct StreamPageBody {
 async fn read_stream(
     State(state): State<AppState>,
     Path(stream): Path<String>,
-    _: AcceptsJson,
     Query(params): Query<StreamReadParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     check_stream(&stream)?;
+    if extract::negotiate(&headers, true)? == Wants::Feed {
+        feed::refuse_for_feeds(&[
+            ("limit", params.limit.is_some()),
+            ("direction", params.direction.is_some()),
+            ("until_version", params.until_version.is_some()),
+            ("as_of", params.as_of.is_some()),
+            ("from_snapshot", params.from_snapshot.is_some()),
+        ])?;
+        let subject = Subject::Stream(stream);
+        return feed::open(
+            &state,
+            &headers,
+            subject,
+            params.position,
+            params.checkpoint,
+            0,
+        )
+        .await;
+    }
     let non_negative = |name: &str, value: Option<i64>| match value {
         Some(v) if v < 0 => Err(ApiError::BadRequest(format!("{name} must be ≥ 0"))),
         _ => Ok(value),
     };
     let query = StreamQuery {
         stream: stream.clone(),
-        position: non_negative("position", params.position)?,
+        position: feed::read_position(params.position, params.checkpoint.as_deref())?,
         limit: page_limit(params.limit, &state.limits)?,
         direction: match params.direction {
             Some(DirectionParam::Backward) => Direction::Backward,

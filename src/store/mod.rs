@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 pub mod postgres;
@@ -476,6 +477,39 @@ pub struct Trace {
     pub truncated: bool,
 }
 
+/// A consumer's durable position.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Checkpoint {
+    /// The consumer, named like a stream.
+    pub consumer: String,
+    /// Its position (≥ 0).
+    pub position: i64,
+    /// When it was stored (UTC, microseconds).
+    #[serde(serialize_with = "serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub time: DateTime<Utc>,
+}
+
+/// A checkpoint row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CheckpointRow {
+    consumer: String,
+    position: i64,
+    time_micros: i64,
+}
+
+impl TryFrom<CheckpointRow> for Checkpoint {
+    type Error = StoreError;
+
+    fn try_from(row: CheckpointRow) -> Result<Self, StoreError> {
+        Ok(Checkpoint {
+            consumer: row.consumer,
+            position: row.position,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
 /// An event store. Every backend offers the same behaviour.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -514,6 +548,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Snapshot>, StoreError>;
     /// The causes and effects of one event; `None` if it is unknown.
     async fn trace(&self, id: Uuid, limits: TraceLimits) -> Result<Option<Trace>, StoreError>;
+    /// The highest global position stored (0 when empty).
+    async fn head(&self) -> Result<i64, StoreError>;
+    /// Signalled after every commit of this process and, where the backend
+    /// can tell, of other processes on the same database. A wake-up only:
+    /// readers find out what changed by reading.
+    fn changes(&self) -> Arc<Notify>;
+    /// Stores a consumer's position.
+    async fn put_checkpoint(&self, consumer: &str, position: i64)
+    -> Result<Checkpoint, StoreError>;
+    /// A consumer's stored position.
+    async fn checkpoint(&self, consumer: &str) -> Result<Option<Checkpoint>, StoreError>;
 }
 
 impl StreamQuery {

@@ -1,13 +1,15 @@
 //! The Postgres backend: connections, and group commit under a store-wide
 //! advisory lock. Reads are the shared SQL of [`super::sql`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Pool, Postgres, Transaction};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::sql::{SqlBackend, bind_all, sql_runners};
@@ -22,7 +24,11 @@ const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
 pub struct PostgresStore {
     pool: PgPool,
     writer: Writer,
+    changes: Arc<Notify>,
 }
+
+/// The channel on which every instance announces its commits.
+const CHANNEL: &str = "cairn_events";
 
 impl PostgresStore {
     /// Connects, runs the embedded migrations and starts the writer.
@@ -33,8 +39,36 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let writer = Writer::spawn(PgCommit { pool: pool.clone() });
-        Ok(PostgresStore { pool, writer })
+        let changes = Arc::new(Notify::new());
+        let writer = Writer::spawn(PgCommit { pool: pool.clone() }, changes.clone());
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        tokio::spawn(relay_notifications(listener, changes.clone()));
+        Ok(PostgresStore {
+            pool,
+            writer,
+            changes,
+        })
+    }
+}
+
+/// Turns other instances' commit notifications into wake-ups. A notification
+/// sent while the listening connection was down is lost, so a reconnect is a
+/// wake-up too: readers then find out what changed by reading.
+async fn relay_notifications(mut listener: PgListener, changes: Arc<Notify>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_)) => changes.notify_one(),
+            Ok(None) => {
+                tracing::warn!("lost the notification connection; reconnecting");
+                changes.notify_one();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "notification listener failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                changes.notify_one();
+            }
+        }
     }
 }
 
@@ -130,6 +164,11 @@ impl CommitBatch for PgCommit {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // Delivered at commit, to every instance listening (this one too).
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(plan.outcomes)
@@ -147,6 +186,10 @@ impl SqlBackend for PostgresStore {
 
     fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    fn changes(&self) -> &Arc<Notify> {
+        &self.changes
     }
 
     fn micros(column: &str) -> String {

@@ -9,18 +9,20 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::{Database, Pool, Transaction};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::writer::Writer;
 use super::{
-    AppendError, AppendRequest, Appended, GlobalPage, GlobalQuery, NewSnapshot, RecordedEvent,
-    Scope, Snapshot, SnapshotError, Store, StoreError, StreamInfo, StreamPage, StreamQuery, Trace,
-    TraceLimits, scan_window,
+    AppendError, AppendRequest, Appended, Checkpoint, GlobalPage, GlobalQuery, NewSnapshot,
+    RecordedEvent, Scope, Snapshot, SnapshotError, Store, StoreError, StreamInfo, StreamPage,
+    StreamQuery, Trace, TraceLimits, scan_window,
 };
 
 /// How long a health check waits for the database.
@@ -116,6 +118,8 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     fn pool(&self) -> &Pool<Self::Db>;
     /// Its group-commit writer.
     fn writer(&self) -> &Writer;
+    /// Signalled after commits (see [`Store::changes`]).
+    fn changes(&self) -> &Arc<Notify>;
     /// A time column as microseconds since the epoch.
     fn micros(column: &str) -> String;
     /// Begins a read-only transaction that sees one snapshot of the store.
@@ -142,6 +146,11 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
         conn: &mut Conn<Self>,
         sql: Sql,
     ) -> impl Future<Output = Result<Vec<StreamInfo>, StoreError>> + Send;
+    /// Runs a query of checkpoints.
+    fn fetch_checkpoints(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
     /// Runs a statement; the number of rows it changed.
     fn execute(
         conn: &mut Conn<Self>,
@@ -195,6 +204,17 @@ macro_rules! sql_runners {
             rows.into_iter().map(TryFrom::try_from).collect()
         }
 
+        async fn fetch_checkpoints(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<Vec<$crate::store::Checkpoint>, $crate::store::StoreError> {
+            let rows: Vec<$crate::store::CheckpointRow> =
+                bind_all(sqlx::query_as(&sql.text), sql.binds)
+                    .fetch_all(conn)
+                    .await?;
+            rows.into_iter().map(TryFrom::try_from).collect()
+        }
+
         async fn execute(
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
@@ -233,6 +253,12 @@ macro_rules! bind_all {
     };
 }
 pub(crate) use bind_all;
+
+/// The time now, to the microsecond (the precision the stores keep).
+fn now_micros() -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
 
 /// The select list of an event, in the shape `EventRow` reads.
 fn event_columns<B: SqlBackend>() -> String {
@@ -481,8 +507,7 @@ impl<B: SqlBackend> Store for B {
     }
 
     async fn append_snapshot(&self, snapshot: NewSnapshot) -> Result<Snapshot, SnapshotError> {
-        let time = Utc::now();
-        let time = chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time);
+        let time = now_micros();
         // One statement: the version check and the insert cannot be split by an append.
         let mut sql =
             Sql::new("INSERT INTO snapshots (stream, version, type, state, time) SELECT ");
@@ -528,6 +553,50 @@ impl<B: SqlBackend> Store for B {
         let sql = newest_snapshot(stream, until_version.unwrap_or(i64::MAX));
         let mut conn = self.pool().acquire().await?;
         Ok(B::fetch_snapshots(&mut conn, sql).await?.pop())
+    }
+
+    async fn head(&self) -> Result<i64, StoreError> {
+        let sql = Sql::new("SELECT max(global_position) FROM events");
+        let mut conn = self.pool().acquire().await?;
+        Ok(B::fetch_int(&mut conn, sql).await?.unwrap_or(0))
+    }
+
+    fn changes(&self) -> Arc<Notify> {
+        SqlBackend::changes(self).clone()
+    }
+
+    async fn put_checkpoint(
+        &self,
+        consumer: &str,
+        position: i64,
+    ) -> Result<Checkpoint, StoreError> {
+        let time = now_micros();
+        let mut sql = Sql::new("INSERT INTO checkpoints (consumer, position, time) VALUES (");
+        sql.bind(consumer)
+            .push(", ")
+            .bind(position)
+            .push(", ")
+            .bind(time.timestamp_micros())
+            .push(
+                ") ON CONFLICT (consumer) DO UPDATE \
+                 SET position = excluded.position, time = excluded.time",
+            );
+        let mut conn = self.pool().acquire().await?;
+        B::execute(&mut conn, sql).await?;
+        Ok(Checkpoint {
+            consumer: consumer.to_owned(),
+            position,
+            time,
+        })
+    }
+
+    async fn checkpoint(&self, consumer: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let mut sql = Sql::new(
+            "SELECT consumer, position, time AS time_micros FROM checkpoints WHERE consumer = ",
+        );
+        sql.bind(consumer);
+        let mut conn = self.pool().acquire().await?;
+        Ok(B::fetch_checkpoints(&mut conn, sql).await?.pop())
     }
 
     async fn trace(&self, id: Uuid, limits: TraceLimits) -> Result<Option<Trace>, StoreError> {

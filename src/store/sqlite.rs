@@ -8,6 +8,7 @@
 //! before its `201` is sent.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Pool, Sqlite, Transaction};
+use tokio::sync::Notify;
 
 use super::sql::{SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
@@ -29,6 +31,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Writer,
+    changes: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -60,8 +63,13 @@ impl SqliteStore {
         } else {
             pool_options(1).connect_with(options).await?
         };
-        let writer = Writer::spawn(SqliteCommit { pool: write_pool });
-        Ok(SqliteStore { pool, writer })
+        let changes = Arc::new(Notify::new());
+        let writer = Writer::spawn(SqliteCommit { pool: write_pool }, changes.clone());
+        Ok(SqliteStore {
+            pool,
+            writer,
+            changes,
+        })
     }
 }
 
@@ -163,6 +171,10 @@ impl SqlBackend for SqliteStore {
 
     fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    fn changes(&self) -> &Arc<Notify> {
+        &self.changes
     }
 
     fn micros(column: &str) -> String {

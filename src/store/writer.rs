@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{AppendError, AppendRequest, Appended, EventPosition, NewEvent, StoreError};
@@ -237,10 +239,11 @@ const QUEUE_DEPTH: usize = 4096;
 const MAX_BATCH_EVENTS: usize = 4096;
 
 impl Writer {
-    /// Starts the writer task over a backend.
-    pub fn spawn(backend: impl CommitBatch) -> Writer {
+    /// Starts the writer task over a backend; `changes` is signalled after
+    /// every commit that wrote events.
+    pub fn spawn(backend: impl CommitBatch, changes: Arc<Notify>) -> Writer {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(backend, jobs));
+        tokio::spawn(run(backend, jobs, changes));
         Writer { queue }
     }
 
@@ -257,7 +260,7 @@ impl Writer {
 }
 
 /// The writer loop: gather what is waiting, commit it, answer each request.
-async fn run(backend: impl CommitBatch, mut jobs: mpsc::Receiver<Job>) {
+async fn run(backend: impl CommitBatch, mut jobs: mpsc::Receiver<Job>, changes: Arc<Notify>) {
     while let Some(first) = jobs.recv().await {
         let mut size = first.request.events.len();
         let mut batch = vec![first];
@@ -270,6 +273,9 @@ async fn run(backend: impl CommitBatch, mut jobs: mpsc::Receiver<Job>) {
             batch.into_iter().map(|j| (j.request, j.reply)).unzip();
         match backend.commit(&requests).await {
             Ok(outcomes) => {
+                if outcomes.iter().any(|o| o.as_ref().is_ok_and(|a| a.created)) {
+                    changes.notify_one();
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }

@@ -6,6 +6,7 @@ mod common;
 mod concurrency;
 mod embedded;
 mod errors;
+mod feeds;
 mod global;
 mod operations;
 mod snapshots;

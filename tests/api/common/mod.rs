@@ -6,6 +6,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use cairn::config::Config;
+use cairn::feed::FeedShutdown;
 use clap::Parser;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -16,8 +17,10 @@ pub struct TestApp {
     pub url: String,
     /// A client for it.
     pub client: reqwest::Client,
-    /// How the server was configured, for a sibling instance.
-    config: Config,
+    /// The URL of its store, for siblings with other settings.
+    database_url: String,
+    /// Ends its live feeds, as a graceful shutdown does.
+    pub feeds: FeedShutdown,
     /// Keeps the database alive (and drops it after the test).
     database: Arc<dyn Any + Send + Sync>,
 }
@@ -71,20 +74,28 @@ impl TestApp {
 
     /// A second server over the same store, as another instance would be.
     pub async fn sibling(&self) -> TestApp {
-        Self::serve(self.config.clone(), self.database.clone()).await
+        self.sibling_with(&[]).await
+    }
+
+    /// A second server over the same store with extra flags.
+    pub async fn sibling_with(&self, flags: &[&str]) -> TestApp {
+        let args = ["cairn", "--database-url", &self.database_url];
+        let config = Config::parse_from(args.iter().chain(flags));
+        Self::serve(config, self.database.clone()).await
     }
 
     /// Starts the app on a free port.
     async fn serve(config: Config, database: Arc<dyn Any + Send + Sync>) -> TestApp {
         let store = cairn::open_store(&config).await.expect("store opens");
-        let app = cairn::app(&config, store).expect("app builds");
+        let (app, feeds) = cairn::app(&config, store).expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestApp {
             url,
             client: reqwest::Client::new(),
-            config,
+            database_url: config.database_url.clone().expect("tests name their store"),
+            feeds,
             database,
         }
     }

@@ -1,0 +1,341 @@
+//! Live feeds: history from the store, then live events as they commit, with
+//! no gap and no duplicate at the switch or later.
+//!
+//! One *tailer* task per process follows the global log in the store and
+//! publishes each page it reads, as an `Arc`ed batch, on one bounded
+//! broadcast channel. It wakes when [`Store::changes`] signals (a commit here,
+//! or a notification from another instance) and, because a notification can be
+//! lost, every [`POLL_INTERVAL`] as well. Each feed is a task that filters the
+//! shared batches for its subject; nothing is queued per subscriber beyond a
+//! small bounded channel to its connection.
+//!
+//! The handover argument. A feed subscribes to the broadcast *before* it reads
+//! history. Every event the tailer publishes after that moment reaches the
+//! feed's receiver; every event published before it had committed before it,
+//! so the history read, which starts later, sees it. Hence no gap. Events seen
+//! both ways are recognised by position: the feed keeps `next`, the position
+//! after the last event it has sent, and drops anything below it. This rests
+//! on the store's ordering guarantee (no event becomes visible behind one
+//! already seen), so positions only grow along the log the tailer publishes.
+//! A feed that falls behind the broadcast buffer (its consumer is slow) loses
+//! its place in the buffer, not events: it subscribes afresh and reads the
+//! store from `next` again, by the same argument.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+
+use crate::names;
+use crate::store::{
+    Direction, Filter, GlobalQuery, RecordedEvent, Scope, SharedStore, StoreError, StreamQuery,
+};
+
+/// How often the tailer reads the store even without a wake-up.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Items buffered between a feed task and its connection.
+const FEED_BUFFER: usize = 64;
+
+/// Events read per page, in catch-up and by the tailer.
+const PAGE: i64 = 1000;
+
+/// What a feed follows.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// One stream; positions are stream positions.
+    Stream(String),
+    /// A category or the whole log, filtered; positions are global positions.
+    Global(Scope, Filter),
+}
+
+impl Subject {
+    /// The position of an event in this feed's numbering.
+    pub fn position_of(&self, event: &RecordedEvent) -> i64 {
+        match self {
+            Subject::Stream(_) => event.position,
+            Subject::Global(..) => event.global_position,
+        }
+    }
+
+    /// Whether an event belongs in this feed (the same rules the stores apply).
+    fn matches(&self, event: &RecordedEvent) -> bool {
+        let (scope, filter) = match self {
+            Subject::Stream(stream) => return &event.stream == stream,
+            Subject::Global(scope, filter) => (scope, filter),
+        };
+        let in_scope = match scope {
+            Scope::All => true,
+            Scope::Category(category) => names::category(&event.stream) == category,
+            Scope::Correlation(id) => event.correlation_id.as_ref() == Some(id),
+        };
+        in_scope
+            && (filter.types.is_empty() || filter.types.contains(&event.event_type))
+            && filter
+                .correlation_id
+                .as_ref()
+                .is_none_or(|id| event.correlation_id.as_ref() == Some(id))
+            && filter.consumer_group.is_none_or(|(member, size)| {
+                (names::cardinal_hash(&event.stream) % size).abs() == member
+            })
+    }
+}
+
+/// What a feed sends to its connection.
+#[derive(Debug)]
+pub enum FeedItem {
+    /// An event, in order.
+    Event(RecordedEvent),
+    /// History is exhausted; live events follow. Carries the position to resume from.
+    CaughtUp(i64),
+}
+
+/// Refused: the configured number of feeds is open.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} feeds are open, the most allowed; retry later")]
+pub struct TooManyFeeds(pub usize);
+
+/// Ends every feed when closed: graceful shutdown.
+pub struct FeedShutdown(watch::Sender<bool>);
+
+impl FeedShutdown {
+    /// Ends every open feed; their clients reconnect with `Last-Event-ID`.
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// The live side of the store: the tailer's broadcast and the open feeds.
+pub struct Feeds {
+    store: SharedStore,
+    live: broadcast::Sender<Arc<[RecordedEvent]>>,
+    permits: Arc<Semaphore>,
+    max_feeds: usize,
+    shutdown: watch::Receiver<bool>,
+    /// Feeds that fell behind the live buffer and went back to the store.
+    fallbacks: Counter,
+}
+
+impl Feeds {
+    /// Starts the tailer; at most `max_feeds` feeds may be open at once, and
+    /// the broadcast keeps `live_buffer` batches before a slow feed loses its place.
+    pub fn start(
+        store: SharedStore,
+        max_feeds: usize,
+        live_buffer: usize,
+        fallbacks: Counter,
+    ) -> (Arc<Feeds>, FeedShutdown) {
+        let (live, _) = broadcast::channel(live_buffer.max(1));
+        let (closing, shutdown) = watch::channel(false);
+        tokio::spawn(tail(store.clone(), live.clone(), shutdown.clone()));
+        let feeds = Feeds {
+            store,
+            live,
+            permits: Arc::new(Semaphore::new(max_feeds)),
+            max_feeds,
+            shutdown,
+            fallbacks,
+        };
+        (Arc::new(feeds), FeedShutdown(closing))
+    }
+
+    /// The position right after the subject's last event (`position=end`).
+    pub async fn end_position(&self, subject: &Subject) -> Result<i64, StoreError> {
+        Ok(match subject {
+            Subject::Stream(stream) => self.store.stream_version(stream).await? + 1,
+            Subject::Global(..) => self.store.head().await? + 1,
+        })
+    }
+
+    /// Opens a feed from position `next` (inclusive).
+    pub fn open(
+        self: &Arc<Self>,
+        subject: Subject,
+        next: i64,
+    ) -> Result<mpsc::Receiver<FeedItem>, TooManyFeeds> {
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TooManyFeeds(self.max_feeds))?;
+        let (items, receiver) = mpsc::channel(FEED_BUFFER);
+        tokio::spawn(self.clone().run(subject, next, items, permit));
+        Ok(receiver)
+    }
+
+    /// One feed: until the client leaves, the server shuts down or the store fails.
+    async fn run(
+        self: Arc<Self>,
+        subject: Subject,
+        next: i64,
+        items: mpsc::Sender<FeedItem>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let closing = closing(self.shutdown.clone());
+        tokio::select! {
+            ended = self.follow(&subject, next, &items) => {
+                if let Err(FeedEnd::Store(error)) = ended {
+                    tracing::warn!(%error, "a feed ended: the store failed");
+                }
+            }
+            () = closing => {}
+            () = items.closed() => {}
+        }
+    }
+
+    /// Catch-up, then live, per the handover argument of this module.
+    async fn follow(
+        &self,
+        subject: &Subject,
+        mut next: i64,
+        items: &mpsc::Sender<FeedItem>,
+    ) -> Result<(), FeedEnd> {
+        let mut live = self.live.subscribe();
+        next = self.catch_up(subject, next, items).await?;
+        items.send(FeedItem::CaughtUp(next)).await?;
+        loop {
+            let batch = match live.recv().await {
+                Ok(batch) => batch,
+                Err(RecvError::Lagged(_)) => {
+                    self.fallbacks.inc();
+                    live = self.live.subscribe();
+                    next = self.catch_up(subject, next, items).await?;
+                    continue;
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            };
+            for event in batch.iter().filter(|e| subject.matches(e)) {
+                let position = subject.position_of(event);
+                if position >= next {
+                    items.send(FeedItem::Event(event.clone())).await?;
+                    next = position + 1;
+                }
+            }
+        }
+    }
+
+    /// Sends the subject's events from `next` until the store has no more;
+    /// returns the position to continue from.
+    async fn catch_up(
+        &self,
+        subject: &Subject,
+        mut next: i64,
+        items: &mpsc::Sender<FeedItem>,
+    ) -> Result<i64, FeedEnd> {
+        loop {
+            let (events, next_position, end) = match subject {
+                Subject::Stream(stream) => {
+                    let query = StreamQuery {
+                        stream: stream.clone(),
+                        position: Some(next),
+                        limit: PAGE,
+                        direction: Direction::Forward,
+                        until_version: None,
+                        as_of: None,
+                        from_snapshot: false,
+                    };
+                    let page = self.store.read_stream(&query).await?;
+                    (page.events, page.next_position, page.end)
+                }
+                Subject::Global(scope, filter) => {
+                    let query = GlobalQuery {
+                        scope: scope.clone(),
+                        position: next,
+                        limit: PAGE,
+                        filter: filter.clone(),
+                    };
+                    let page = self.store.read_global(&query).await?;
+                    (page.events, page.next_position, page.end)
+                }
+            };
+            for event in events {
+                items.send(FeedItem::Event(event)).await?;
+            }
+            next = next_position;
+            if end {
+                return Ok(next);
+            }
+        }
+    }
+}
+
+/// Why a feed stopped.
+enum FeedEnd {
+    /// The client is gone.
+    Gone,
+    /// The store failed; the client reconnects with `Last-Event-ID`.
+    Store(StoreError),
+}
+
+impl From<StoreError> for FeedEnd {
+    fn from(error: StoreError) -> Self {
+        FeedEnd::Store(error)
+    }
+}
+
+impl<T> From<mpsc::error::SendError<T>> for FeedEnd {
+    fn from(_: mpsc::error::SendError<T>) -> Self {
+        FeedEnd::Gone
+    }
+}
+
+/// Follows the global log and publishes it, page by page, to every feed.
+async fn tail(
+    store: SharedStore,
+    live: broadcast::Sender<Arc<[RecordedEvent]>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let changes = store.changes();
+    let mut position = None;
+    loop {
+        match position {
+            None => match store.head().await {
+                Ok(head) => position = Some(head + 1),
+                Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
+            },
+            Some(from) => match publish_from(&store, &live, from).await {
+                Ok(next) => position = Some(next),
+                Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
+            },
+        }
+        tokio::select! {
+            () = changes.notified() => {}
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            () = closing(shutdown.clone()) => return,
+        }
+    }
+}
+
+/// Publishes every event from `position` on; returns where to continue.
+async fn publish_from(
+    store: &SharedStore,
+    live: &broadcast::Sender<Arc<[RecordedEvent]>>,
+    mut position: i64,
+) -> Result<i64, StoreError> {
+    loop {
+        let query = GlobalQuery {
+            scope: Scope::All,
+            position,
+            limit: PAGE,
+            filter: Filter::default(),
+        };
+        let page = store.read_global(&query).await?;
+        if !page.events.is_empty() {
+            // No receivers is fine: nobody is listening yet.
+            let _ = live.send(page.events.into());
+        }
+        position = page.next_position;
+        if page.end {
+            return Ok(position);
+        }
+    }
+}
+
+/// Resolves when feeds are shut down; never, if the shutdown handle is dropped.
+async fn closing(mut shutdown: watch::Receiver<bool>) {
+    if shutdown.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

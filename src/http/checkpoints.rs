@@ -1,0 +1,89 @@
+//! `/checkpoints/{consumer}`: a consumer's durable position.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{AcceptsJson, JsonBytes, Path};
+use crate::names;
+use crate::store::Checkpoint;
+
+/// The checkpoint routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(put_checkpoint, get_checkpoint))
+}
+
+/// A checkpoint as written.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointWrite {
+    /// The consumer's position (≥ 0): a feed with `checkpoint=` starts right after it.
+    #[schema(minimum = 0)]
+    position: i64,
+}
+
+/// Checks a consumer name from the path.
+fn check_consumer(consumer: &str) -> ApiResult<()> {
+    names::check_name("a consumer name", consumer).map_err(ApiError::BadRequest)
+}
+
+/// Stores a consumer's position.
+#[utoipa::path(
+    put,
+    path = "/checkpoints/{consumer}",
+    tag = "checkpoints",
+    params(("consumer" = String, Path, description = "The consumer, named like a stream")),
+    request_body(content = CheckpointWrite, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored", body = Checkpoint),
+        (status = 400, description = "Malformed body or name", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn put_checkpoint(
+    State(state): State<AppState>,
+    Path(consumer): Path<String>,
+    _: AcceptsJson,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Json<Checkpoint>> {
+    check_consumer(&consumer)?;
+    let body: CheckpointWrite = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid checkpoint JSON: {e}")))?;
+    if body.position < 0 {
+        return Err(ApiError::BadRequest("position must be ≥ 0".into()));
+    }
+    Ok(Json(
+        state.store.put_checkpoint(&consumer, body.position).await?,
+    ))
+}
+
+/// A consumer's stored position.
+#[utoipa::path(
+    get,
+    path = "/checkpoints/{consumer}",
+    tag = "checkpoints",
+    params(("consumer" = String, Path, description = "The consumer")),
+    responses(
+        (status = 200, description = "The checkpoint", body = Checkpoint),
+        (status = 400, description = "Malformed name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Never set", body = Problem, content_type = "application/problem+json"),
+        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_checkpoint(
+    State(state): State<AppState>,
+    Path(consumer): Path<String>,
+    _: AcceptsJson,
+) -> ApiResult<Json<Checkpoint>> {
+    check_consumer(&consumer)?;
+    let checkpoint = state.store.checkpoint(&consumer).await?;
+    checkpoint
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("consumer {consumer} has no checkpoint")))
+}
