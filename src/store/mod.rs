@@ -124,6 +124,14 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl StoreError {
+    /// A failure to reach the database at all (no connection, no transaction),
+    /// whatever the database said: the store is unavailable.
+    pub fn unavailable(error: sqlx::Error) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         let transient = match &error {
@@ -559,6 +567,9 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Checkpoint, StoreError>;
     /// A consumer's stored position.
     async fn checkpoint(&self, consumer: &str) -> Result<Option<Checkpoint>, StoreError>;
+    /// Diagnostics: the database's plan for every read statement, by name,
+    /// with full scans discouraged; tests check that an index serves each.
+    async fn query_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>, StoreError>;
 }
 
 impl StreamQuery {

@@ -7,12 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Pool, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::sql::{SqlBackend, bind_all, sql_runners};
+use super::sql::{Sql, SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{AppendRequest, StoreError};
 
@@ -81,7 +81,7 @@ struct PgCommit {
 impl CommitBatch for PgCommit {
     async fn commit(&self, batch: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
         let keys = BatchKeys::of(batch);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::unavailable)?;
         // Global positions are handed out here, before commit. Without this lock
         // two transactions could commit out of position order, and a reader of
         // `/all` that has seen position 12 would never see 11 appear later. The
@@ -197,11 +197,26 @@ impl SqlBackend for PostgresStore {
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::unavailable)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    async fn explain(conn: &mut PgConnection, sql: Sql) -> Result<Vec<String>, StoreError> {
+        // Within the caller's transaction: the settings end with it. With
+        // full scans discouraged, the plan shows one only where no index can
+        // serve the query, whatever the table's size.
+        for setting in ["enable_seqscan", "enable_bitmapscan"] {
+            let off = format!("SET LOCAL {setting} = off");
+            sqlx::query(&off).execute(&mut *conn).await?;
+        }
+        let explain = format!("EXPLAIN {}", sql.text);
+        let rows: Vec<(String,)> = bind_all(sqlx::query_as(&explain), sql.binds)
+            .fetch_all(conn)
+            .await?;
+        Ok(rows.into_iter().map(|(line,)| line).collect())
     }
 
     sql_runners!(Postgres);

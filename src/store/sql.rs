@@ -14,15 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::writer::Writer;
 use super::{
-    AppendError, AppendRequest, Appended, Checkpoint, GlobalPage, GlobalQuery, NewSnapshot,
-    RecordedEvent, Scope, Snapshot, SnapshotError, Store, StoreError, StreamInfo, StreamPage,
-    StreamQuery, Trace, TraceLimits, scan_window,
+    AppendError, AppendRequest, Appended, Checkpoint, Direction, Filter, GlobalPage, GlobalQuery,
+    NewSnapshot, RecordedEvent, Scope, Snapshot, SnapshotError, Store, StoreError, StreamInfo,
+    StreamPage, StreamQuery, Trace, TraceLimits, scan_window,
 };
 
 /// How long a health check waits for the database.
@@ -151,6 +152,12 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
         conn: &mut Conn<Self>,
         sql: Sql,
     ) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
+    /// The plan the database would follow for a query, a line per step, with
+    /// full scans discouraged, so that one shows only where no index serves.
+    fn explain(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Runs a statement; the number of rows it changed.
     fn execute(
         conn: &mut Conn<Self>,
@@ -254,6 +261,15 @@ macro_rules! bind_all {
 }
 pub(crate) use bind_all;
 
+/// A pooled connection; failing to get one means the database is unavailable.
+async fn connection<B: SqlBackend>(backend: &B) -> Result<PoolConnection<B::Db>, StoreError> {
+    backend
+        .pool()
+        .acquire()
+        .await
+        .map_err(StoreError::unavailable)
+}
+
 /// The time now, to the microsecond (the precision the stores keep).
 fn now_micros() -> chrono::DateTime<Utc> {
     let now = Utc::now();
@@ -301,11 +317,8 @@ async fn read_stream_on<B: SqlBackend>(
         // `until_version`, and a version the stream had reached by `as_of`.
         let mut bound = query.until_version.unwrap_or(i64::MAX);
         if let Some(as_of) = query.as_of {
-            let mut sql = Sql::new("SELECT max(position) FROM events WHERE stream = ");
-            sql.bind(query.stream.as_str())
-                .push(&format!(" AND {} <= ", B::micros("time")))
-                .bind(as_of.timestamp_micros());
-            bound = bound.min(B::fetch_int(conn, sql).await?.unwrap_or(-1));
+            let version_then = version_at::<B>(&query.stream, as_of.timestamp_micros());
+            bound = bound.min(B::fetch_int(conn, version_then).await?.unwrap_or(-1));
         }
         snapshot = B::fetch_snapshots(conn, newest_snapshot(&query.stream, bound))
             .await?
@@ -314,6 +327,18 @@ async fn read_stream_on<B: SqlBackend>(
             query.position = Some(query.position.unwrap_or(0).max(snapshot.version + 1));
         }
     }
+    let events = B::fetch_events(conn, stream_events::<B>(&query)).await?;
+    // The version is read after the events, so it is never older than them.
+    let version = B::fetch_int(conn, stream_version(&query.stream))
+        .await?
+        .unwrap_or(-1);
+    let mut page = query.page(version, events);
+    page.snapshot = snapshot;
+    Ok(page)
+}
+
+/// The events of a stream read, one more than the page (see [`StreamQuery::page`]).
+fn stream_events<B: SqlBackend>(query: &StreamQuery) -> Sql {
     let (lower, upper, order) = query.bounds();
     let mut sql = Sql::new(&format!(
         "SELECT {} FROM events WHERE stream = ",
@@ -330,14 +355,116 @@ async fn read_stream_on<B: SqlBackend>(
     }
     sql.push(&format!(" ORDER BY position {order} LIMIT "))
         .bind(query.limit + 1);
-    let events = B::fetch_events(conn, sql).await?;
-    // The version is read after the events, so it is never older than them.
-    let version = B::fetch_int(conn, stream_version(&query.stream))
-        .await?
-        .unwrap_or(-1);
-    let mut page = query.page(version, events);
-    page.snapshot = snapshot;
-    Ok(page)
+    sql
+}
+
+/// The version a stream had reached at an instant.
+fn version_at<B: SqlBackend>(stream: &str, micros: i64) -> Sql {
+    let mut sql = Sql::new("SELECT max(position) FROM events WHERE stream = ");
+    sql.bind(stream)
+        .push(&format!(" AND {} <= ", B::micros("time")))
+        .bind(micros);
+    sql
+}
+
+/// Where the scan window of a filtered global read ends (exclusive).
+fn global_window<B: SqlBackend>(query: &GlobalQuery) -> Sql {
+    let mut sql = scoped::<B>("global_position", query);
+    sql.push(" ORDER BY global_position LIMIT 1 OFFSET ")
+        .bind(scan_window(query.limit));
+    sql
+}
+
+/// The events of a global read, one more than the page, within the window.
+fn global_events<B: SqlBackend>(query: &GlobalQuery, window_end: Option<i64>) -> Sql {
+    let mut sql = scoped::<B>(&event_columns::<B>(), query);
+    let filter = &query.filter;
+    if !filter.types.is_empty() {
+        let types: Vec<&str> = filter.types.iter().map(String::as_str).collect();
+        sql.push(" AND type IN ").bind_list(&types);
+    }
+    if let Some(correlation_id) = &filter.correlation_id {
+        sql.push(" AND correlation_id = ")
+            .bind(correlation_id.as_str());
+    }
+    if let Some((member, size)) = filter.consumer_group {
+        // |hash| mod size, written so that it cannot overflow.
+        sql.push(" AND abs(cardinal_hash % ")
+            .bind(size)
+            .push(") = ")
+            .bind(member);
+    }
+    if let Some(end) = window_end {
+        sql.push(" AND global_position < ").bind(end);
+    }
+    sql.push(" ORDER BY global_position LIMIT ")
+        .bind(query.limit + 1);
+    sql
+}
+
+/// The last event of a stream, optionally of a type.
+fn last_event<B: SqlBackend>(stream: &str, event_type: Option<&str>) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "SELECT {} FROM events WHERE stream = ",
+        event_columns::<B>()
+    ));
+    sql.bind(stream);
+    if let Some(event_type) = event_type {
+        sql.push(" AND type = ").bind(event_type);
+    }
+    sql.push(" ORDER BY position DESC LIMIT 1");
+    sql
+}
+
+/// One event by id.
+fn event_by_id<B: SqlBackend>(id: Uuid) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "SELECT {} FROM events WHERE id = ",
+        event_columns::<B>()
+    ));
+    sql.bind(id);
+    sql
+}
+
+/// A page of the stream listing. [prefix, upper bound) holds exactly the
+/// names that start with prefix.
+fn stream_list<B: SqlBackend>(prefix: &str, after: Option<&str>, limit: i64) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "SELECT stream, version, {} AS last_time_micros FROM streams WHERE stream >= ",
+        B::micros("last_time")
+    ));
+    sql.bind(prefix)
+        .push(" AND stream < ")
+        .bind(super::prefix_upper_bound(prefix).as_str())
+        .push(" AND stream > ")
+        .bind(after.unwrap_or(""))
+        .push(" ORDER BY stream LIMIT ")
+        .bind(limit);
+    sql
+}
+
+/// The highest global position.
+fn head() -> Sql {
+    Sql::new("SELECT max(global_position) FROM events")
+}
+
+/// A consumer's checkpoint.
+fn checkpoint(consumer: &str) -> Sql {
+    let mut sql = Sql::new(
+        "SELECT consumer, position, time AS time_micros FROM checkpoints WHERE consumer = ",
+    );
+    sql.bind(consumer);
+    sql
+}
+
+/// The events caused by any of `causes`, in global order.
+fn effects<B: SqlBackend>(causes: &[Uuid]) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "SELECT {} FROM events WHERE causation_id IN ",
+        event_columns::<B>()
+    ));
+    sql.bind_list(causes).push(" ORDER BY global_position");
+    sql
 }
 
 /// The version of a stream.
@@ -381,15 +508,97 @@ fn causes(message: Uuid, max_depth: usize, columns: &str) -> Sql {
     sql
 }
 
+/// Every read statement, named, with typical arguments.
+fn read_statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
+    let stream = |direction, as_of| StreamQuery {
+        stream: "s-1".into(),
+        position: Some(0),
+        limit: 100,
+        direction,
+        until_version: Some(10),
+        as_of,
+        from_snapshot: false,
+    };
+    let global = |scope: Scope, filtered: bool| GlobalQuery {
+        scope,
+        position: 1,
+        limit: 100,
+        filter: match filtered {
+            false => Filter::default(),
+            true => Filter {
+                types: vec!["A".into(), "B".into()],
+                correlation_id: Some("c".into()),
+                consumer_group: Some((0, 2)),
+            },
+        },
+    };
+    let category = || Scope::Category("c".into());
+    vec![
+        (
+            "stream",
+            stream_events::<B>(&stream(Direction::Forward, Some(Utc::now()))),
+        ),
+        (
+            "stream backward",
+            stream_events::<B>(&stream(Direction::Backward, None)),
+        ),
+        ("stream version", stream_version("s-1")),
+        ("stream version at an instant", version_at::<B>("s-1", 0)),
+        ("newest snapshot", newest_snapshot("s-1", 10)),
+        ("last event of a type", last_event::<B>("s-1", Some("A"))),
+        ("event by id", event_by_id::<B>(Uuid::nil())),
+        ("stream list", stream_list::<B>("acc", Some("acc-1"), 100)),
+        ("all", global_events::<B>(&global(Scope::All, false), None)),
+        ("all: window", global_window::<B>(&global(Scope::All, true))),
+        (
+            "all filtered",
+            global_events::<B>(&global(Scope::All, true), Some(1000)),
+        ),
+        (
+            "category",
+            global_events::<B>(&global(category(), false), None),
+        ),
+        (
+            "category: window",
+            global_window::<B>(&global(category(), true)),
+        ),
+        (
+            "category filtered",
+            global_events::<B>(&global(category(), true), Some(1000)),
+        ),
+        (
+            "correlation",
+            global_events::<B>(&global(Scope::Correlation("c".into()), false), None),
+        ),
+        ("head", head()),
+        ("checkpoint", checkpoint("w")),
+        (
+            "trace: causes",
+            causes(Uuid::nil(), 1000, &event_columns::<B>()),
+        ),
+        ("trace: effects", effects::<B>(&[Uuid::nil(), Uuid::max()])),
+    ]
+}
+
 #[async_trait]
 impl<B: SqlBackend> Store for B {
+    async fn query_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let mut plans = Vec::new();
+        for (name, sql) in read_statements::<B>() {
+            plans.push((name, B::explain(&mut tx, sql).await?));
+        }
+        tx.rollback().await?;
+        Ok(plans)
+    }
+
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         self.writer().append(request).await
     }
 
     async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
         if !query.from_snapshot {
-            return read_stream_on::<B>(&mut *self.pool().acquire().await?, query).await;
+            return read_stream_on::<B>(&mut *connection(self).await?, query).await;
         }
         // The snapshot and the events after it come from one snapshot of the
         // store: no append can slip in between the two halves.
@@ -402,42 +611,17 @@ impl<B: SqlBackend> Store for B {
     async fn read_global(&self, query: &GlobalQuery) -> Result<GlobalPage, StoreError> {
         // A filtered read looks at a bounded window of the log, so a rare
         // filter costs one short page, not a scan of the whole store.
-        let mut conn = self.pool().acquire().await?;
-        let window_end = if query.filter.is_empty() {
-            None
-        } else {
-            let mut sql = scoped::<B>("global_position", query);
-            sql.push(" ORDER BY global_position LIMIT 1 OFFSET ")
-                .bind(scan_window(query.limit));
-            B::fetch_int(&mut conn, sql).await?
+        let mut conn = connection(self).await?;
+        let window_end = match query.filter.is_empty() {
+            true => None,
+            false => B::fetch_int(&mut conn, global_window::<B>(query)).await?,
         };
-        let mut sql = scoped::<B>(&event_columns::<B>(), query);
-        let filter = &query.filter;
-        if !filter.types.is_empty() {
-            let types: Vec<&str> = filter.types.iter().map(String::as_str).collect();
-            sql.push(" AND type IN ").bind_list(&types);
-        }
-        if let Some(correlation_id) = &filter.correlation_id {
-            sql.push(" AND correlation_id = ")
-                .bind(correlation_id.as_str());
-        }
-        if let Some((member, size)) = filter.consumer_group {
-            // |hash| mod size, written so that it cannot overflow.
-            sql.push(" AND abs(cardinal_hash % ")
-                .bind(size)
-                .push(") = ")
-                .bind(member);
-        }
-        if let Some(end) = window_end {
-            sql.push(" AND global_position < ").bind(end);
-        }
-        sql.push(" ORDER BY global_position LIMIT ")
-            .bind(query.limit + 1);
-        Ok(query.page(B::fetch_events(&mut conn, sql).await?, window_end))
+        let events = B::fetch_events(&mut conn, global_events::<B>(query, window_end)).await?;
+        Ok(query.page(events, window_end))
     }
 
     async fn stream_version(&self, stream: &str) -> Result<i64, StoreError> {
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = connection(self).await?;
         Ok(B::fetch_int(&mut conn, stream_version(stream))
             .await?
             .unwrap_or(-1))
@@ -448,27 +632,19 @@ impl<B: SqlBackend> Store for B {
         stream: &str,
         event_type: Option<&str>,
     ) -> Result<Option<RecordedEvent>, StoreError> {
-        let mut sql = Sql::new(&format!(
-            "SELECT {} FROM events WHERE stream = ",
-            event_columns::<B>()
-        ));
-        sql.bind(stream);
-        if let Some(event_type) = event_type {
-            sql.push(" AND type = ").bind(event_type);
-        }
-        sql.push(" ORDER BY position DESC LIMIT 1");
-        let mut conn = self.pool().acquire().await?;
-        Ok(B::fetch_events(&mut conn, sql).await?.pop())
+        let mut conn = connection(self).await?;
+        Ok(
+            B::fetch_events(&mut conn, last_event::<B>(stream, event_type))
+                .await?
+                .pop(),
+        )
     }
 
     async fn event(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        let mut sql = Sql::new(&format!(
-            "SELECT {} FROM events WHERE id = ",
-            event_columns::<B>()
-        ));
-        sql.bind(id);
-        let mut conn = self.pool().acquire().await?;
-        Ok(B::fetch_events(&mut conn, sql).await?.pop())
+        let mut conn = connection(self).await?;
+        Ok(B::fetch_events(&mut conn, event_by_id::<B>(id))
+            .await?
+            .pop())
     }
 
     async fn list_streams(
@@ -477,25 +653,13 @@ impl<B: SqlBackend> Store for B {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StreamInfo>, StoreError> {
-        // [prefix, upper bound) holds exactly the names that start with prefix.
-        let mut sql = Sql::new(&format!(
-            "SELECT stream, version, {} AS last_time_micros FROM streams WHERE stream >= ",
-            B::micros("last_time")
-        ));
-        sql.bind(prefix)
-            .push(" AND stream < ")
-            .bind(super::prefix_upper_bound(prefix).as_str())
-            .push(" AND stream > ")
-            .bind(after.unwrap_or(""))
-            .push(" ORDER BY stream LIMIT ")
-            .bind(limit);
-        let mut conn = self.pool().acquire().await?;
-        B::fetch_streams(&mut conn, sql).await
+        let mut conn = connection(self).await?;
+        B::fetch_streams(&mut conn, stream_list::<B>(prefix, after, limit)).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {
         let ping = async {
-            let mut conn = self.pool().acquire().await?;
+            let mut conn = connection(self).await?;
             B::fetch_int(&mut conn, Sql::new("SELECT CAST(1 AS BIGINT)")).await
         };
         match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
@@ -525,7 +689,7 @@ impl<B: SqlBackend> Store for B {
             .push(" AND version >= ")
             .bind(snapshot.version)
             .push(")");
-        let mut conn = self.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = connection(self).await?;
         if B::execute(&mut conn, sql).await? == 0 {
             let actual = B::fetch_int(&mut conn, stream_version(&snapshot.stream)).await?;
             return Err(match actual {
@@ -551,14 +715,13 @@ impl<B: SqlBackend> Store for B {
         until_version: Option<i64>,
     ) -> Result<Option<Snapshot>, StoreError> {
         let sql = newest_snapshot(stream, until_version.unwrap_or(i64::MAX));
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = connection(self).await?;
         Ok(B::fetch_snapshots(&mut conn, sql).await?.pop())
     }
 
     async fn head(&self) -> Result<i64, StoreError> {
-        let sql = Sql::new("SELECT max(global_position) FROM events");
-        let mut conn = self.pool().acquire().await?;
-        Ok(B::fetch_int(&mut conn, sql).await?.unwrap_or(0))
+        let mut conn = connection(self).await?;
+        Ok(B::fetch_int(&mut conn, head()).await?.unwrap_or(0))
     }
 
     fn changes(&self) -> Arc<Notify> {
@@ -581,7 +744,7 @@ impl<B: SqlBackend> Store for B {
                 ") ON CONFLICT (consumer) DO UPDATE \
                  SET position = excluded.position, time = excluded.time",
             );
-        let mut conn = self.pool().acquire().await?;
+        let mut conn = connection(self).await?;
         B::execute(&mut conn, sql).await?;
         Ok(Checkpoint {
             consumer: consumer.to_owned(),
@@ -591,20 +754,16 @@ impl<B: SqlBackend> Store for B {
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<Option<Checkpoint>, StoreError> {
-        let mut sql = Sql::new(
-            "SELECT consumer, position, time AS time_micros FROM checkpoints WHERE consumer = ",
-        );
-        sql.bind(consumer);
-        let mut conn = self.pool().acquire().await?;
-        Ok(B::fetch_checkpoints(&mut conn, sql).await?.pop())
+        let mut conn = connection(self).await?;
+        Ok(B::fetch_checkpoints(&mut conn, checkpoint(consumer))
+            .await?
+            .pop())
     }
 
     async fn trace(&self, id: Uuid, limits: TraceLimits) -> Result<Option<Trace>, StoreError> {
         let columns = event_columns::<B>();
         let mut tx = self.begin_read().await?;
-        let mut sql = Sql::new(&format!("SELECT {columns} FROM events WHERE id = "));
-        sql.bind(id);
-        let Some(message) = B::fetch_events(&mut tx, sql).await?.pop() else {
+        let Some(message) = B::fetch_events(&mut tx, event_by_id::<B>(id)).await?.pop() else {
             return Ok(None);
         };
         let mut truncated = false;
@@ -630,11 +789,7 @@ impl<B: SqlBackend> Store for B {
         'levels: for depth in 0..=limits.max_depth {
             let mut next = Vec::new();
             for chunk in frontier.chunks(IN_LIST_CHUNK) {
-                let mut sql = Sql::new(&format!(
-                    "SELECT {columns} FROM events WHERE causation_id IN "
-                ));
-                sql.bind_list(chunk).push(" ORDER BY global_position");
-                for effect in B::fetch_events(&mut tx, sql).await? {
+                for effect in B::fetch_events(&mut tx, effects::<B>(chunk)).await? {
                     if depth == limits.max_depth || count == limits.max_events {
                         truncated = true;
                         break 'levels;

@@ -15,12 +15,13 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::value::RawValue;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Pool, Sqlite, Transaction};
 use tokio::sync::Notify;
 
-use super::sql::{SqlBackend, bind_all, sql_runners};
+use super::sql::{Sql, SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{AppendRequest, StoreError};
 
@@ -85,7 +86,11 @@ impl CommitBatch for SqliteCommit {
         // IMMEDIATE takes SQLite's one write lock now, before anything is read:
         // the version checks and the global positions below cannot go stale,
         // even with another process writing the same file.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::unavailable)?;
         let mut state = BatchState::default();
         for stream in &keys.streams {
             let version: Option<i64> =
@@ -183,7 +188,15 @@ impl SqlBackend for SqliteStore {
 
     async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // In WAL mode a transaction reads one snapshot from its first read on.
-        Ok(self.pool.begin().await?)
+        self.pool.begin().await.map_err(StoreError::unavailable)
+    }
+
+    async fn explain(conn: &mut SqliteConnection, sql: Sql) -> Result<Vec<String>, StoreError> {
+        let explain = format!("EXPLAIN QUERY PLAN {}", sql.text);
+        let rows: Vec<(i64, i64, i64, String)> = bind_all(sqlx::query_as(&explain), sql.binds)
+            .fetch_all(conn)
+            .await?;
+        Ok(rows.into_iter().map(|(.., detail)| detail).collect())
     }
 
     sql_runners!(Sqlite);

@@ -8,6 +8,7 @@ mod embedded;
 mod errors;
 mod feeds;
 mod global;
+mod indexes;
 mod operations;
 mod snapshots;
 mod streams;

@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::common::{TestApp, backend_tests, event};
+use sqlx::{Connection, Executor};
+
+use crate::common::{TestApp, assert_problem, backend_tests, event};
 
 backend_tests!(health_metrics_and_docs);
 
@@ -63,5 +65,56 @@ fn committed_openapi_document_is_current() {
     assert!(
         committed.trim_end() == generated.trim_end(),
         "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+}
+
+/// While Postgres refuses connections, `/health` and store-backed requests
+/// answer `503` with `Retry-After`, and nothing else breaks; when it is back,
+/// so is the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_is_503_then_recovers() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    app.append("up-1", &event("A", json!(1)), &[]).await;
+    let database = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = app
+        .database_url
+        .replace(&format!("/{database}"), "/postgres");
+    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let outage =
+        |allow: bool| format!(r#"ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {allow}"#);
+    admin.execute(outage(false).as_str()).await.unwrap();
+    let kill = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    );
+    admin.execute(kill.as_str()).await.unwrap();
+
+    let health = app.get("/health").await;
+    assert!(
+        health.headers().contains_key("retry-after"),
+        "{:?}",
+        health.status()
+    );
+    assert_problem(health, StatusCode::SERVICE_UNAVAILABLE).await;
+    let write = app.append("up-1", &event("B", json!(2)), &[]).await;
+    assert_problem(write, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_problem(
+        app.get("/streams/up-1").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(!metrics.contains("cairn_store_errors_total 0"), "{metrics}");
+
+    admin.execute(outage(true).as_str()).await.unwrap();
+    assert_eq!(app.get_json("/health").await["status"], "ok");
+    let page = app.get_json("/streams/up-1").await;
+    assert_eq!(page["version"], 0, "the refused write left nothing behind");
+    assert_eq!(
+        app.append("up-1", &event("C", json!(3)), &[])
+            .await
+            .status(),
+        StatusCode::CREATED
     );
 }

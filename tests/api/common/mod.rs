@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cairn::config::Config;
 use cairn::feed::FeedShutdown;
+use cairn::store::SharedStore;
 use clap::Parser;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -18,9 +19,11 @@ pub struct TestApp {
     /// A client for it.
     pub client: reqwest::Client,
     /// The URL of its store, for siblings with other settings.
-    database_url: String,
+    pub database_url: String,
     /// Ends its live feeds, as a graceful shutdown does.
     pub feeds: FeedShutdown,
+    /// Its store, for the tests that look below the API.
+    pub store: SharedStore,
     /// Keeps the database alive (and drops it after the test).
     database: Arc<dyn Any + Send + Sync>,
 }
@@ -87,7 +90,7 @@ impl TestApp {
     /// Starts the app on a free port.
     async fn serve(config: Config, database: Arc<dyn Any + Send + Sync>) -> TestApp {
         let store = cairn::open_store(&config).await.expect("store opens");
-        let (app, feeds) = cairn::app(&config, store).expect("app builds");
+        let (app, feeds) = cairn::app(&config, store.clone()).expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -96,6 +99,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             database_url: config.database_url.clone().expect("tests name their store"),
             feeds,
+            store,
             database,
         }
     }
