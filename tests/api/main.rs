@@ -3,8 +3,8 @@
 
 mod common;
 
+mod binary;
 mod concurrency;
-mod embedded;
 mod errors;
 mod feeds;
 mod global;
