@@ -119,17 +119,21 @@ pub struct Feeds {
 }
 
 impl Feeds {
-    /// Starts the tailer; at most `max_feeds` feeds may be open at once, and
-    /// the broadcast keeps `live_buffer` batches before a slow feed loses its place.
-    pub fn start(
+    /// Starts the tailer from the current end of the log; at most
+    /// `max_feeds` feeds may be open at once, and the broadcast keeps
+    /// `live_buffer` batches before a slow feed loses its place. The tailer
+    /// must know where the log ends before any feed opens: were it to find out
+    /// later, events committed in between would never be published.
+    pub async fn start(
         store: SharedStore,
         max_feeds: usize,
         live_buffer: usize,
         fallbacks: Counter,
-    ) -> (Arc<Feeds>, FeedShutdown) {
+    ) -> Result<(Arc<Feeds>, FeedShutdown), StoreError> {
+        let from = store.head().await? + 1;
         let (live, _) = broadcast::channel(live_buffer.max(1));
         let (closing, shutdown) = watch::channel(false);
-        tokio::spawn(tail(store.clone(), live.clone(), shutdown.clone()));
+        tokio::spawn(tail(store.clone(), live.clone(), shutdown.clone(), from));
         let feeds = Feeds {
             store,
             live,
@@ -138,7 +142,7 @@ impl Feeds {
             shutdown,
             fallbacks,
         };
-        (Arc::new(feeds), FeedShutdown(closing))
+        Ok((Arc::new(feeds), FeedShutdown(closing)))
     }
 
     /// The position right after the subject's last event (`position=end`).
@@ -281,24 +285,19 @@ impl<T> From<mpsc::error::SendError<T>> for FeedEnd {
     }
 }
 
-/// Follows the global log and publishes it, page by page, to every feed.
+/// Follows the global log from `position` and publishes it, page by page, to
+/// every feed.
 async fn tail(
     store: SharedStore,
     live: broadcast::Sender<Arc<[RecordedEvent]>>,
     shutdown: watch::Receiver<bool>,
+    mut position: i64,
 ) {
     let changes = store.changes();
-    let mut position = None;
     loop {
-        match position {
-            None => match store.head().await {
-                Ok(head) => position = Some(head + 1),
-                Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
-            },
-            Some(from) => match publish_from(&store, &live, from).await {
-                Ok(next) => position = Some(next),
-                Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
-            },
+        match publish_from(&store, &live, position).await {
+            Ok(next) => position = next,
+            Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
         }
         tokio::select! {
             () = changes.notified() => {}

@@ -77,7 +77,7 @@ fn redact_password(url: &str) -> String {
 
 /// The application over a store, configured, with the handle that ends its
 /// live feeds at shutdown.
-pub fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router, FeedShutdown)> {
+pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router, FeedShutdown)> {
     let metrics = Arc::new(Metrics::new());
     let fallbacks = metrics.feed_fallbacks.clone();
     let (feeds, shutdown) = Feeds::start(
@@ -85,7 +85,8 @@ pub fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router, FeedS
         config.max_feeds,
         config.live_buffer,
         fallbacks,
-    );
+    )
+    .await?;
     let state = AppState {
         store,
         feeds,

@@ -25,7 +25,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let store = cairn::open_store(&config).await?;
-    let (app, feeds) = cairn::app(&config, store)?;
+    let (app, feeds) = cairn::app(&config, store).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -37,11 +37,31 @@ pub fn check_category(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Checks a correlation id: any string of 1–255 bytes.
+/// Checks a correlation id: any string of 1–255 bytes without NUL (which
+/// Postgres text cannot hold, so no store could keep it).
 pub fn check_correlation_id(id: &str) -> Result<(), NameError> {
     if id.is_empty() || id.len() > MAX_NAME_BYTES {
         return Err(format!(
             "a correlation_id must be 1 to {MAX_NAME_BYTES} bytes long"
+        ));
+    }
+    if id.contains('\0') {
+        return Err("a correlation_id may not contain NUL".into());
+    }
+    Ok(())
+}
+
+/// Checks part of a stream name used to search (`prefix`, `after`): no
+/// longer than a name, and without characters no name holds.
+pub fn check_name_part(what: &str, part: &str) -> Result<(), NameError> {
+    if part.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{what} is longer than any name ({MAX_NAME_BYTES} bytes)"
+        ));
+    }
+    if part.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} holds a control character, which no name does"
         ));
     }
     Ok(())

@@ -29,6 +29,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
+        if percent_encoding::percent_decode_str(query)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(ApiError::BadRequest(
+                "query parameters must be UTF-8".into(),
+            ));
+        }
         // An empty value would read as "not given"; say it is wrong instead.
         if let Some((name, _)) =
             form_urlencoded::parse(query.as_bytes()).find(|(_, v)| v.is_empty())
@@ -62,6 +70,17 @@ impl FromRequest<AppState> for JsonBytes {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be application/json".into(),
             ));
+        }
+        // A body declared too large is refused before a byte of it is read.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let limit = state.limits.max_body_bytes;
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ApiError::TooLarge(format!(
+                "a request body holds at most {limit} bytes"
+            )));
         }
         Ok(JsonBytes(Bytes::from_request(request, state).await?))
     }

@@ -100,9 +100,14 @@ pub async fn open(
         }
         None => None,
     };
+    let after = |position: i64| {
+        position
+            .checked_add(1)
+            .ok_or_else(|| ApiError::BadRequest(format!("nothing can follow position {position}")))
+    };
     let start = match (last_event_id, stored, position) {
-        (Some(id), _, _) => id + 1,
-        (None, Some(checkpoint), _) => checkpoint.position + 1,
+        (Some(id), _, _) => after(id)?,
+        (None, Some(checkpoint), _) => after(checkpoint.position)?,
         (None, None, Some(Start::At(position))) => position,
         (None, None, Some(Start::End)) => state.feeds.end_position(&subject).await?,
         (None, None, None) => default_start,

@@ -417,6 +417,10 @@ async fn list_streams(
 ) -> ApiResult<Json<StreamList>> {
     let limit = page_limit(params.limit, &state.limits)?;
     let prefix = params.prefix.unwrap_or_default();
+    names::check_name_part("prefix", &prefix).map_err(ApiError::BadRequest)?;
+    if let Some(after) = &params.after {
+        names::check_name_part("after", after).map_err(ApiError::BadRequest)?;
+    }
     let mut streams = state
         .store
         .list_streams(&prefix, params.after.as_deref(), limit + 1)

@@ -152,15 +152,16 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Whether a database error means "try again later": Postgres classes 08
-/// (connection), 53 (resources) and 57 (operator intervention); SQLite BUSY
-/// and LOCKED (primary codes 5 and 6, under any extended code).
+/// (connection), 53 (resources) and 57 (operator intervention) and a lock
+/// wait timed out (55P03); SQLite BUSY and LOCKED (primary codes 5 and 6,
+/// under any extended code).
 fn is_transient(error: &dyn sqlx::error::DatabaseError) -> bool {
     let code = error.code().unwrap_or_default();
     if error
         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
         .is_some()
     {
-        return ["08", "53", "57"]
+        return ["08", "53", "57", "55P03"]
             .iter()
             .any(|class| code.starts_with(class));
     }
@@ -591,7 +592,8 @@ impl StreamQuery {
             (Some(last), Direction::Forward) => last.position + 1,
             (Some(last), Direction::Backward) => last.position - 1,
             (None, Direction::Forward) => self.position.unwrap_or(0),
-            (None, Direction::Backward) => self.position.unwrap_or(version),
+            // Nothing at or below the bound: nothing before it either.
+            (None, Direction::Backward) => -1,
         };
         StreamPage {
             version,

@@ -1,18 +1,19 @@
 //! The Postgres backend: connections, and group commit under a store-wide
 //! advisory lock. Reads are the shared SQL of [`super::sql`].
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Pool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::sql::{Sql, SqlBackend, bind_all, sql_runners};
+use super::sql::{Parts, Sql, SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{AppendRequest, StoreError};
 
@@ -21,11 +22,7 @@ use super::{AppendRequest, StoreError};
 const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
 
 /// An event store in Postgres.
-pub struct PostgresStore {
-    pool: PgPool,
-    writer: Writer,
-    changes: Arc<Notify>,
-}
+pub struct PostgresStore(Parts<Postgres>);
 
 /// The channel on which every instance announces its commits.
 const CHANNEL: &str = "cairn_events";
@@ -33,10 +30,13 @@ const CHANNEL: &str = "cairn_events";
 impl PostgresStore {
     /// Connects, runs the embedded migrations and starts the writer.
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
+        // An append waits at most this long for another instance's write
+        // lock; then it answers 503 instead of stalling every append here.
+        let options = PgConnectOptions::from_str(url)?.options([("lock_timeout", "10s")]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let changes = Arc::new(Notify::new());
@@ -44,11 +44,11 @@ impl PostgresStore {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(relay_notifications(listener, changes.clone()));
-        Ok(PostgresStore {
+        Ok(PostgresStore(Parts {
             pool,
             writer,
             changes,
-        })
+        }))
     }
 }
 
@@ -180,16 +180,8 @@ bind_all!(Postgres);
 impl SqlBackend for PostgresStore {
     type Db = Postgres;
 
-    fn pool(&self) -> &Pool<Postgres> {
-        &self.pool
-    }
-
-    fn writer(&self) -> &Writer {
-        &self.writer
-    }
-
-    fn changes(&self) -> &Arc<Notify> {
-        &self.changes
+    fn parts(&self) -> &Parts<Postgres> {
+        &self.0
     }
 
     fn micros(column: &str) -> String {
@@ -197,7 +189,7 @@ impl SqlBackend for PostgresStore {
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::unavailable)?;
+        let mut tx = self.0.pool.begin().await.map_err(StoreError::unavailable)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;

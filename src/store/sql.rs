@@ -108,6 +108,16 @@ impl Sql {
     }
 }
 
+/// What every SQL store holds.
+pub(crate) struct Parts<DB: Database> {
+    /// Its connection pool.
+    pub pool: Pool<DB>,
+    /// Its group-commit writer.
+    pub writer: Writer,
+    /// Signalled after commits (see [`Store::changes`]).
+    pub changes: Arc<Notify>,
+}
+
 /// The connection type of a backend.
 pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
 
@@ -115,12 +125,8 @@ pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
 pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// Its database.
     type Db: Database;
-    /// Its connection pool.
-    fn pool(&self) -> &Pool<Self::Db>;
-    /// Its group-commit writer.
-    fn writer(&self) -> &Writer;
-    /// Signalled after commits (see [`Store::changes`]).
-    fn changes(&self) -> &Arc<Notify>;
+    /// Its pool, writer and change signal.
+    fn parts(&self) -> &Parts<Self::Db>;
     /// A time column as microseconds since the epoch.
     fn micros(column: &str) -> String;
     /// Begins a read-only transaction that sees one snapshot of the store.
@@ -264,7 +270,8 @@ pub(crate) use bind_all;
 /// A pooled connection; failing to get one means the database is unavailable.
 async fn connection<B: SqlBackend>(backend: &B) -> Result<PoolConnection<B::Db>, StoreError> {
     backend
-        .pool()
+        .parts()
+        .pool
         .acquire()
         .await
         .map_err(StoreError::unavailable)
@@ -457,13 +464,15 @@ fn checkpoint(consumer: &str) -> Sql {
     sql
 }
 
-/// The events caused by any of `causes`, in global order.
-fn effects<B: SqlBackend>(causes: &[Uuid]) -> Sql {
+/// The first `limit` events caused by any of `causes`, in global order.
+fn effects<B: SqlBackend>(causes: &[Uuid], limit: i64) -> Sql {
     let mut sql = Sql::new(&format!(
         "SELECT {} FROM events WHERE causation_id IN ",
         event_columns::<B>()
     ));
-    sql.bind_list(causes).push(" ORDER BY global_position");
+    sql.bind_list(causes)
+        .push(" ORDER BY global_position LIMIT ")
+        .bind(limit);
     sql
 }
 
@@ -576,7 +585,10 @@ fn read_statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
             "trace: causes",
             causes(Uuid::nil(), 1000, &event_columns::<B>()),
         ),
-        ("trace: effects", effects::<B>(&[Uuid::nil(), Uuid::max()])),
+        (
+            "trace: effects",
+            effects::<B>(&[Uuid::nil(), Uuid::max()], 100),
+        ),
     ]
 }
 
@@ -593,7 +605,7 @@ impl<B: SqlBackend> Store for B {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        self.writer().append(request).await
+        self.parts().writer.append(request).await
     }
 
     async fn read_stream(&self, query: &StreamQuery) -> Result<StreamPage, StoreError> {
@@ -725,7 +737,7 @@ impl<B: SqlBackend> Store for B {
     }
 
     fn changes(&self) -> Arc<Notify> {
-        SqlBackend::changes(self).clone()
+        self.parts().changes.clone()
     }
 
     async fn put_checkpoint(
@@ -789,7 +801,15 @@ impl<B: SqlBackend> Store for B {
         'levels: for depth in 0..=limits.max_depth {
             let mut next = Vec::new();
             for chunk in frontier.chunks(IN_LIST_CHUNK) {
-                for effect in B::fetch_events(&mut tx, effects::<B>(chunk)).await? {
+                // Never more rows than fit, plus one to tell that a cap is hit.
+                let room = match depth == limits.max_depth {
+                    true => 0,
+                    false => limits.max_events - count,
+                };
+                let limit = room as i64 + 1;
+                let found = B::fetch_events(&mut tx, effects::<B>(chunk, limit)).await?;
+                let full = found.len() as i64 == limit;
+                for effect in found {
                     if depth == limits.max_depth || count == limits.max_events {
                         truncated = true;
                         break 'levels;
@@ -802,6 +822,10 @@ impl<B: SqlBackend> Store for B {
                     next.push(effect.id);
                     let parent = effect.causation_id.expect("selected by causation_id");
                     children.entry(parent).or_default().push(effect);
+                }
+                if full {
+                    truncated = true;
+                    break 'levels;
                 }
             }
             if next.is_empty() {

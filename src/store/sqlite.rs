@@ -18,10 +18,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Pool, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
-use super::sql::{Sql, SqlBackend, bind_all, sql_runners};
+use super::sql::{Parts, Sql, SqlBackend, bind_all, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{AppendRequest, StoreError};
 
@@ -29,11 +29,7 @@ use super::{AppendRequest, StoreError};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An event store in a SQLite file (or in memory).
-pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: Writer,
-    changes: Arc<Notify>,
-}
+pub struct SqliteStore(Parts<Sqlite>);
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite:` URL, runs the
@@ -66,11 +62,11 @@ impl SqliteStore {
         };
         let changes = Arc::new(Notify::new());
         let writer = Writer::spawn(SqliteCommit { pool: write_pool }, changes.clone());
-        Ok(SqliteStore {
+        Ok(SqliteStore(Parts {
             pool,
             writer,
             changes,
-        })
+        }))
     }
 }
 
@@ -170,16 +166,8 @@ bind_all!(Sqlite);
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
 
-    fn pool(&self) -> &Pool<Sqlite> {
-        &self.pool
-    }
-
-    fn writer(&self) -> &Writer {
-        &self.writer
-    }
-
-    fn changes(&self) -> &Arc<Notify> {
-        &self.changes
+    fn parts(&self) -> &Parts<Sqlite> {
+        &self.0
     }
 
     fn micros(column: &str) -> String {
@@ -188,7 +176,7 @@ impl SqlBackend for SqliteStore {
 
     async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // In WAL mode a transaction reads one snapshot from its first read on.
-        self.pool.begin().await.map_err(StoreError::unavailable)
+        self.0.pool.begin().await.map_err(StoreError::unavailable)
     }
 
     async fn explain(conn: &mut SqliteConnection, sql: Sql) -> Result<Vec<String>, StoreError> {

@@ -271,21 +271,31 @@ async fn run(backend: impl CommitBatch, mut jobs: mpsc::Receiver<Job>, changes: 
         }
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| (j.request, j.reply)).unzip();
-        match backend.commit(&requests).await {
-            Ok(outcomes) => {
-                if outcomes.iter().any(|o| o.as_ref().is_ok_and(|a| a.created)) {
-                    changes.notify_one();
+        let outcomes = match backend.commit(&requests).await {
+            Ok(outcomes) => outcomes,
+            // A failure that is not the database being away may be one
+            // request's fault: commit each alone, so only that one fails.
+            Err(StoreError::Internal(error)) if requests.len() > 1 => {
+                tracing::warn!(%error, requests = requests.len(), "batch failed; committing one by one");
+                let mut outcomes = Vec::with_capacity(requests.len());
+                for request in &requests {
+                    outcomes.push(match backend.commit(std::slice::from_ref(request)).await {
+                        Ok(mut alone) => alone.remove(0),
+                        Err(error) => Err(error.into()),
+                    });
                 }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
+                outcomes
             }
-            Err(error) => {
-                tracing::error!(%error, requests = requests.len(), "batch commit failed");
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone().into()));
-                }
+            Err(error) => requests.iter().map(|_| Err(error.clone().into())).collect(),
+        };
+        if outcomes.iter().any(|o| o.as_ref().is_ok_and(|a| a.created)) {
+            changes.notify_one();
+        }
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            if let Err(AppendError::Store(error)) = &outcome {
+                tracing::error!(%error, "append failed");
             }
+            let _ = reply.send(outcome);
         }
     }
 }

@@ -337,13 +337,15 @@ async fn feed_requests_are_checked(app: TestApp) {
         )
         .await;
     }
-    let bad_id = app
-        .client
-        .get(format!("{}/all", app.url))
-        .header("accept", "text/event-stream")
-        .header("last-event-id", "x")
-        .send();
-    assert_problem(bad_id.await.unwrap(), StatusCode::BAD_REQUEST).await;
+    for id in ["x", "-1", "9223372036854775807"] {
+        let bad_id = app
+            .client
+            .get(format!("{}/all", app.url))
+            .header("accept", "text/event-stream")
+            .header("last-event-id", id)
+            .send();
+        assert_problem(bad_id.await.unwrap(), StatusCode::BAD_REQUEST).await;
+    }
     assert_problem(
         get("/all", "text/html").await.unwrap(),
         StatusCode::NOT_ACCEPTABLE,

@@ -327,6 +327,15 @@ async fn temporal_bounds(app: TestApp) {
     let page = app.get_json(&format!("/streams/t-1?as_of={instant}")).await;
     assert_eq!(page["events"].as_array().unwrap().len(), 10);
     assert_eq!(page["end"], true);
+    let none = app
+        .get_json("/streams/t-1?direction=backward&as_of=2000-01-01T00:00:00Z")
+        .await;
+    let bounds = (none["next_position"].as_i64(), none["end"].as_bool());
+    assert_eq!(
+        bounds,
+        (Some(-1), Some(true)),
+        "nothing before an empty backward page"
+    );
     let early = app
         .get_json("/streams/t-1?as_of=2000-01-01T00:00:00%2B01:00")
         .await;

@@ -90,7 +90,9 @@ impl TestApp {
     /// Starts the app on a free port.
     async fn serve(config: Config, database: Arc<dyn Any + Send + Sync>) -> TestApp {
         let store = cairn::open_store(&config).await.expect("store opens");
-        let (app, feeds) = cairn::app(&config, store.clone()).expect("app builds");
+        let (app, feeds) = cairn::app(&config, store.clone())
+            .await
+            .expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
