@@ -94,51 +94,58 @@ impl CommitBatch for PgCommit {
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
             .await?;
-        let mut state = BatchState::default();
-        let versions: Vec<(String, i64)> =
-            sqlx::query_as("SELECT stream, version FROM streams WHERE stream = ANY($1)")
-                .bind(&keys.streams)
-                .fetch_all(&mut *tx)
-                .await?;
-        state.versions.extend(versions);
-        let existing: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, stream, position, global_position FROM events WHERE id = ANY($1)",
+        // The state the batch is judged against, in one round trip: the
+        // versions of its streams (`v`), where its ids are already stored
+        // (`e`), and the head of the log with the commit time (`h`). Commit
+        // times never go backwards along the log, even if the clock does.
+        let rows: Vec<(String, String, i64, i64, Option<Uuid>)> = sqlx::query_as(
+            "SELECT 'v', stream, version, 0::bigint, NULL::uuid FROM streams WHERE stream = ANY($1) \
+             UNION ALL SELECT 'e', stream, position, global_position, id FROM events WHERE id = ANY($2) \
+             UNION ALL SELECT 'h', '', coalesce(last.global_position, 0), \
+             (extract(epoch FROM greatest(clock_timestamp(), last.time)) * 1000000)::bigint, NULL \
+             FROM (SELECT 1) AS one LEFT JOIN \
+             (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last ON true",
         )
+        .bind(&keys.streams)
         .bind(&keys.ids)
         .fetch_all(&mut *tx)
         .await?;
-        state.existing.extend(existing.into_iter().map(
-            |(id, stream, position, global_position)| {
-                (
-                    id,
-                    StoredId {
+        let mut state = BatchState::default();
+        let mut now_micros = 0;
+        for (kind, stream, position, global_position, id) in rows {
+            match (kind.as_str(), id) {
+                ("v", _) => {
+                    state.versions.insert(stream, position);
+                }
+                ("e", Some(id)) => {
+                    let stored = StoredId {
                         stream,
                         position,
                         global_position,
-                    },
-                )
-            },
-        ));
-        // Commit times never go backwards along the log, even if the clock does.
-        let (last, now): (i64, DateTime<Utc>) = sqlx::query_as(
-            "SELECT coalesce(last.global_position, 0), greatest(clock_timestamp(), last.time) \
-             FROM (SELECT 1) AS one LEFT JOIN \
-             (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last \
-             ON true",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        state.last_global_position = last;
+                    };
+                    state.existing.insert(id, stored);
+                }
+                _ => (state.last_global_position, now_micros) = (position, global_position),
+            }
+        }
+        let now = DateTime::<Utc>::from_timestamp_micros(now_micros)
+            .ok_or_else(|| StoreError::Internal(format!("commit time {now_micros}")))?;
 
         let plan = plan(batch, state);
         if !plan.rows.is_empty() {
             let rows = &plan.rows;
+            // One round trip writes the events, the streams' versions, and a
+            // notification delivered at commit to every instance listening.
             sqlx::query(
-                "INSERT INTO events (global_position, id, stream, position, category, cardinal_hash, \
-                 type, data, metadata, causation_id, correlation_id, time) \
+                "WITH written AS (INSERT INTO events (global_position, id, stream, position, category, \
+                 cardinal_hash, type, data, metadata, causation_id, correlation_id, time) \
                  SELECT g, i, s, p, c, h, t, d, m, ca, co, $12 FROM UNNEST($1::bigint[], $2::uuid[], \
                  $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
-                 $9::text[], $10::uuid[], $11::text[]) AS u(g, i, s, p, c, h, t, d, m, ca, co)",
+                 $9::text[], $10::uuid[], $11::text[]) AS u(g, i, s, p, c, h, t, d, m, ca, co)), \
+                 versions AS (INSERT INTO streams (stream, version, last_time) \
+                 SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v) \
+                 ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time) \
+                 SELECT pg_notify($15, '')",
             )
             .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.event.id).collect::<Vec<_>>())
@@ -152,23 +159,11 @@ impl CommitBatch for PgCommit {
             .bind(rows.iter().map(|r| r.event.causation_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.event.correlation_id.as_deref()).collect::<Vec<_>>())
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO streams (stream, version, last_time) \
-                 SELECT s, v, $3 FROM UNNEST($1::text[], $2::bigint[]) AS u(s, v) \
-                 ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time",
-            )
             .bind(plan.versions.iter().map(|(s, _)| *s).collect::<Vec<_>>())
             .bind(plan.versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
-            .bind(now)
+            .bind(CHANNEL)
             .execute(&mut *tx)
             .await?;
-            // Delivered at commit, to every instance listening (this one too).
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&mut *tx)
-                .await?;
         }
         tx.commit().await?;
         Ok(plan.outcomes)
