@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{AcceptsJson, JsonBytes, Path};
+use super::extract::{AcceptsJson, JsonBody, Path};
 use crate::names;
 use crate::store::Checkpoint;
 
@@ -49,11 +49,9 @@ async fn put_checkpoint(
     State(state): State<AppState>,
     Path(consumer): Path<String>,
     _: AcceptsJson,
-    JsonBytes(body): JsonBytes,
+    JsonBody(body): JsonBody<CheckpointWrite>,
 ) -> ApiResult<Json<Checkpoint>> {
     check_consumer(&consumer)?;
-    let body: CheckpointWrite = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid checkpoint JSON: {e}")))?;
     if body.position < 0 {
         return Err(ApiError::BadRequest("position must be ≥ 0".into()));
     }

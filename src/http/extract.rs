@@ -86,6 +86,21 @@ impl FromRequest<AppState> for JsonBytes {
     }
 }
 
+/// A JSON request body parsed into `T` (as [`JsonBytes`] checks it); a body
+/// that does not parse is a `400`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let JsonBytes(body) = JsonBytes::from_request(request, state).await?;
+        serde_json::from_slice(&body)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
 /// One event as a client writes it.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

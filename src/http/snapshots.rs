@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{AcceptsJson, JsonBytes, Path, Query};
+use super::extract::{AcceptsJson, JsonBody, Path, Query};
 use crate::names;
 use crate::store::{NewSnapshot, Snapshot, SnapshotError};
 
@@ -55,11 +55,9 @@ async fn post_snapshot(
     State(state): State<AppState>,
     Path(stream): Path<String>,
     _: AcceptsJson,
-    JsonBytes(body): JsonBytes,
+    JsonBody(body): JsonBody<SnapshotWrite>,
 ) -> ApiResult<(StatusCode, Json<Snapshot>)> {
     names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
-    let body: SnapshotWrite = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid snapshot JSON: {e}")))?;
     if body.version < 0 {
         return Err(ApiError::BadRequest("version must be ≥ 0".into()));
     }
