@@ -13,7 +13,7 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::sql::{Parts, Sql, SqlBackend, bind_all, sql_runners};
+use super::sql::{Parts, Sql, SqlBackend, sql_helpers, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{AppendRequest, StoreError};
 
@@ -170,7 +170,7 @@ impl CommitBatch for PgCommit {
     }
 }
 
-bind_all!(Postgres);
+sql_helpers!(Postgres);
 
 impl SqlBackend for PostgresStore {
     type Db = Postgres;
@@ -200,7 +200,7 @@ impl SqlBackend for PostgresStore {
             sqlx::query(&off).execute(&mut *conn).await?;
         }
         let explain = format!("EXPLAIN {}", sql.text);
-        let rows: Vec<(String,)> = bind_all(sqlx::query_as(&explain), sql.binds)
+        let rows: Vec<(String,)> = sqlx::query_as_with(&explain, arguments(sql.binds)?)
             .fetch_all(conn)
             .await?;
         Ok(rows.into_iter().map(|(line,)| line).collect())

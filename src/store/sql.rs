@@ -171,25 +171,22 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
-/// Writes the runners of [`SqlBackend`] for a concrete database: they bind
-/// [`Bind`] values and decode rows, the same for every backend.
+/// Writes the runners of [`SqlBackend`] for a concrete database, on the
+/// helpers [`sql_helpers!`] writes for it.
 macro_rules! sql_runners {
     ($db:ty) => {
         async fn fetch_events(
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
         ) -> Result<Vec<$crate::store::RecordedEvent>, $crate::store::StoreError> {
-            let rows: Vec<$crate::store::EventRow> = bind_all(sqlx::query_as(&sql.text), sql.binds)
-                .fetch_all(conn)
-                .await?;
-            rows.into_iter().map(TryFrom::try_from).collect()
+            fetch_as::<$crate::store::EventRow, _>(conn, sql).await
         }
 
         async fn fetch_int(
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
         ) -> Result<Option<i64>, $crate::store::StoreError> {
-            let row: Option<(Option<i64>,)> = bind_all(sqlx::query_as(&sql.text), sql.binds)
+            let row: Option<(Option<i64>,)> = sqlx::query_as_with(&sql.text, arguments(sql.binds)?)
                 .fetch_optional(conn)
                 .await?;
             Ok(row.and_then(|(value,)| value))
@@ -199,73 +196,73 @@ macro_rules! sql_runners {
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
         ) -> Result<Vec<$crate::store::Snapshot>, $crate::store::StoreError> {
-            let rows: Vec<$crate::store::SnapshotRow> =
-                bind_all(sqlx::query_as(&sql.text), sql.binds)
-                    .fetch_all(conn)
-                    .await?;
-            rows.into_iter().map(TryFrom::try_from).collect()
+            fetch_as::<$crate::store::SnapshotRow, _>(conn, sql).await
         }
 
         async fn fetch_streams(
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
         ) -> Result<Vec<$crate::store::StreamInfo>, $crate::store::StoreError> {
-            let rows: Vec<$crate::store::StreamRow> =
-                bind_all(sqlx::query_as(&sql.text), sql.binds)
-                    .fetch_all(conn)
-                    .await?;
-            rows.into_iter().map(TryFrom::try_from).collect()
+            fetch_as::<$crate::store::StreamRow, _>(conn, sql).await
         }
 
         async fn fetch_checkpoints(
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
         ) -> Result<Vec<$crate::store::Checkpoint>, $crate::store::StoreError> {
-            let rows: Vec<$crate::store::CheckpointRow> =
-                bind_all(sqlx::query_as(&sql.text), sql.binds)
-                    .fetch_all(conn)
-                    .await?;
-            rows.into_iter().map(TryFrom::try_from).collect()
+            fetch_as::<$crate::store::CheckpointRow, _>(conn, sql).await
         }
 
         async fn execute(
             conn: &mut <$db as sqlx::Database>::Connection,
             sql: $crate::store::sql::Sql,
         ) -> Result<u64, $crate::store::StoreError> {
-            let mut query = sqlx::query(&sql.text);
-            for value in sql.binds {
-                query = match value {
-                    $crate::store::sql::Bind::Int(value) => query.bind(value),
-                    $crate::store::sql::Bind::Text(value) => query.bind(value),
-                    $crate::store::sql::Bind::Uuid(value) => query.bind(value),
-                };
-            }
+            let query = sqlx::query_with(&sql.text, arguments(sql.binds)?);
             Ok(query.execute(conn).await?.rows_affected())
         }
     };
 }
 pub(crate) use sql_runners;
 
-/// Writes `bind_all` for a concrete database: binds [`Bind`] values to a query.
-macro_rules! bind_all {
+/// Writes, for a concrete database, the two helpers every runner uses:
+/// `arguments` (binds [`Bind`] values) and `fetch_as` (runs a query and
+/// converts each row).
+macro_rules! sql_helpers {
     ($db:ty) => {
-        /// Binds the values of shared SQL to a query.
-        fn bind_all<'q, O>(
-            mut query: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,
+        /// The arguments of shared SQL.
+        fn arguments<'q>(
             binds: Vec<$crate::store::sql::Bind>,
-        ) -> sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>> {
+        ) -> Result<<$db as sqlx::Database>::Arguments<'q>, $crate::store::StoreError> {
+            use sqlx::Arguments as _;
+            let mut arguments = <$db as sqlx::Database>::Arguments::default();
             for value in binds {
-                query = match value {
-                    $crate::store::sql::Bind::Int(value) => query.bind(value),
-                    $crate::store::sql::Bind::Text(value) => query.bind(value),
-                    $crate::store::sql::Bind::Uuid(value) => query.bind(value),
-                };
+                match value {
+                    $crate::store::sql::Bind::Int(value) => arguments.add(value),
+                    $crate::store::sql::Bind::Text(value) => arguments.add(value),
+                    $crate::store::sql::Bind::Uuid(value) => arguments.add(value),
+                }
+                .map_err(|e| $crate::store::StoreError::Internal(format!("binding: {e}")))?;
             }
-            query
+            Ok(arguments)
+        }
+
+        /// Runs shared SQL, decoding rows as `R` and converting each to `T`.
+        async fn fetch_as<R, T>(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            sql: $crate::store::sql::Sql,
+        ) -> Result<Vec<T>, $crate::store::StoreError>
+        where
+            R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            T: TryFrom<R, Error = $crate::store::StoreError>,
+        {
+            let rows: Vec<R> = sqlx::query_as_with(&sql.text, arguments(sql.binds)?)
+                .fetch_all(conn)
+                .await?;
+            rows.into_iter().map(T::try_from).collect()
         }
     };
 }
-pub(crate) use bind_all;
+pub(crate) use sql_helpers;
 
 /// A pooled connection; failing to get one means the database is unavailable.
 async fn connection<B: SqlBackend>(backend: &B) -> Result<PoolConnection<B::Db>, StoreError> {

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
-use super::sql::{Parts, Sql, SqlBackend, bind_all, sql_runners};
+use super::sql::{Parts, Sql, SqlBackend, sql_helpers, sql_runners};
 use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
 use super::{AppendRequest, StoreError};
 
@@ -161,7 +161,7 @@ impl CommitBatch for SqliteCommit {
     }
 }
 
-bind_all!(Sqlite);
+sql_helpers!(Sqlite);
 
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
@@ -181,9 +181,10 @@ impl SqlBackend for SqliteStore {
 
     async fn explain(conn: &mut SqliteConnection, sql: Sql) -> Result<Vec<String>, StoreError> {
         let explain = format!("EXPLAIN QUERY PLAN {}", sql.text);
-        let rows: Vec<(i64, i64, i64, String)> = bind_all(sqlx::query_as(&explain), sql.binds)
-            .fetch_all(conn)
-            .await?;
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as_with(&explain, arguments(sql.binds)?)
+                .fetch_all(conn)
+                .await?;
         Ok(rows.into_iter().map(|(.., detail)| detail).collect())
     }
 
