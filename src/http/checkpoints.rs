@@ -9,8 +9,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, JsonBody, Path};
+use super::wire::Checkpoint;
 use crate::names;
-use crate::store::Checkpoint;
 
 /// The checkpoint routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,9 +55,8 @@ async fn put_checkpoint(
     if body.position < 0 {
         return Err(ApiError::BadRequest("position must be ≥ 0".into()));
     }
-    Ok(Json(
-        state.store.put_checkpoint(&consumer, body.position).await?,
-    ))
+    let stored = state.store.put_checkpoint(&consumer, body.position).await?;
+    Ok(Json(stored.into()))
 }
 
 /// A consumer's stored position.
@@ -82,6 +81,6 @@ async fn get_checkpoint(
     check_consumer(&consumer)?;
     let checkpoint = state.store.checkpoint(&consumer).await?;
     checkpoint
-        .map(Json)
+        .map(|checkpoint| Json(checkpoint.into()))
         .ok_or_else(|| ApiError::NotFound(format!("consumer {consumer} has no checkpoint")))
 }

@@ -159,6 +159,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%detail, "store unavailable");
                 ApiError::Unavailable
             }
+            StoreError::Conflict(_) => ApiError::Conflict(error.to_string()),
             StoreError::Internal(detail) => {
                 tracing::error!(%detail, "store failure");
                 ApiError::Internal

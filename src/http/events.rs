@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, Path};
-use crate::store::RecordedEvent;
+use super::wire::Event;
 
 /// The event routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,7 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "events",
     params(("id" = Uuid, Path, description = "The event's id")),
     responses(
-        (status = 200, description = "The event", body = RecordedEvent),
+        (status = 200, description = "The event", body = Event),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
         (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
@@ -33,9 +33,9 @@ async fn event_by_id(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     _: AcceptsJson,
-) -> ApiResult<Json<RecordedEvent>> {
+) -> ApiResult<Json<Event>> {
     let event = state.store.event(id).await?;
     event
-        .map(Json)
+        .map(|event| Json(event.into()))
         .ok_or_else(|| ApiError::NotFound(format!("no event has id {id}")))
 }

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
+
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Deserializer};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::{AppState, wire};
 use crate::feed::{FeedItem, Subject};
 use crate::names;
 
@@ -141,10 +142,10 @@ pub async fn open(
 fn sse_event(subject: &Subject, item: FeedItem) -> Event {
     match item {
         FeedItem::Event(event) => {
-            let json = serde_json::to_string(&event).expect("an event serialises");
-            Event::default()
-                .id(subject.position_of(&event).to_string())
-                .data(json)
+            let id = subject.position_of(&event).to_string();
+            let json =
+                serde_json::to_string(&wire::Event::from(event)).expect("an event serialises");
+            Event::default().id(id).data(json)
         }
         FeedItem::CaughtUp(position) => Event::default()
             .event("caught-up")

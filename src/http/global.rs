@@ -11,10 +11,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, Path, Query, Wants};
 use super::feed::{self, Start};
+use super::wire::{self, Event};
 use super::{AppState, page_limit};
 use crate::feed::Subject;
 use crate::names;
-use crate::store::{Filter, GlobalPage, GlobalQuery, RecordedEvent, Scope};
+use crate::store::{Filter, GlobalPage, GlobalQuery, Scope};
 
 /// The global-order routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -82,7 +83,7 @@ impl GlobalParams {
         };
         Ok(Json(GlobalPageBody {
             category,
-            events,
+            events: wire::events(events),
             next_position,
             end,
         })
@@ -127,7 +128,7 @@ struct GlobalPageBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     category: Option<String>,
     /// The events, in global order.
-    events: Vec<RecordedEvent>,
+    events: Vec<Event>,
     /// The global position to read next.
     next_position: i64,
     /// Nothing lies beyond `next_position`. A filtered read may return a short

@@ -30,6 +30,7 @@ mod ops;
 mod snapshots;
 mod streams;
 mod trace;
+mod wire;
 
 use error::{ApiError, ApiResult, StoreFailure};
 

@@ -11,8 +11,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, JsonBody, Path, Query};
+use super::wire::Snapshot;
 use crate::names;
-use crate::store::{NewSnapshot, Snapshot, SnapshotError};
+use crate::store::{NewSnapshot, SnapshotError};
 
 /// The snapshot routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -79,7 +80,7 @@ async fn post_snapshot(
             SnapshotError::BeyondVersion { .. } => ApiError::Conflict(error.to_string()),
             SnapshotError::Store(error) => error.into(),
         })?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
 /// The query of a snapshot read.
@@ -118,6 +119,6 @@ async fn get_snapshot(
     }
     let snapshot = state.store.snapshot(&stream, params.until_version).await?;
     snapshot
-        .map(Json)
+        .map(|snapshot| Json(snapshot.into()))
         .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such snapshot")))
 }

@@ -13,13 +13,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query, Wants};
 use super::feed::{self, Start};
+use super::wire::{self, Event, EventPosition, Snapshot, StreamInfo};
 use super::{AppState, etag, page_limit};
 use crate::feed::Subject;
 use crate::names;
-use crate::store::{
-    AppendError, AppendRequest, Direction, EventPosition, RecordedEvent, Snapshot, StreamInfo,
-    StreamQuery,
-};
+use crate::store::{AppendError, AppendRequest, Direction, StreamQuery};
 
 /// The stream routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -118,7 +116,7 @@ async fn append(
     let body = Json(AppendResponse {
         stream: stream.clone(),
         version: appended.version,
-        events: appended.events,
+        events: appended.events.into_iter().map(Into::into).collect(),
     });
     let tag = [(header::ETAG, etag(appended.version))];
     if !appended.created {
@@ -202,7 +200,7 @@ struct StreamPageBody {
     /// Its current version, whatever the read's bounds.
     version: i64,
     /// The events, in the read's direction.
-    events: Vec<RecordedEvent>,
+    events: Vec<Event>,
     /// The position to read next.
     next_position: i64,
     /// Nothing lies beyond `next_position` within the read's bounds.
@@ -298,10 +296,12 @@ async fn read_stream(
     let body = StreamPageBody {
         stream,
         version: page.version,
-        events: page.events,
+        events: wire::events(page.events),
         next_position: page.next_position,
         end: page.end,
-        snapshot: query.from_snapshot.then_some(page.snapshot),
+        snapshot: query
+            .from_snapshot
+            .then(|| page.snapshot.map(Snapshot::from)),
     };
     Ok((tag, Json(body)).into_response())
 }
@@ -348,7 +348,7 @@ struct LastParams {
     tag = "streams",
     params(("stream" = String, Path, description = "The stream"), LastParams),
     responses(
-        (status = 200, description = "The event", body = RecordedEvent),
+        (status = 200, description = "The event", body = Event),
         (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
         (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
@@ -360,7 +360,7 @@ async fn last_event(
     Path(stream): Path<String>,
     _: AcceptsJson,
     Query(params): Query<LastParams>,
-) -> ApiResult<Json<RecordedEvent>> {
+) -> ApiResult<Json<Event>> {
     check_stream(&stream)?;
     if let Some(event_type) = &params.event_type {
         names::check_name("an event type", event_type).map_err(ApiError::BadRequest)?;
@@ -370,7 +370,7 @@ async fn last_event(
         .last_event(&stream, params.event_type.as_deref())
         .await?;
     event
-        .map(Json)
+        .map(|event| Json(event.into()))
         .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such event")))
 }
 
@@ -430,5 +430,6 @@ async fn list_streams(
     let next = more
         .then(|| streams.last().map(|s| s.stream.clone()))
         .flatten();
+    let streams = streams.into_iter().map(Into::into).collect();
     Ok(Json(StreamList { streams, next }))
 }

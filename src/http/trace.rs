@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, Path, Query};
+use super::wire::{self, Event};
 use super::{AppState, page_limit};
 use crate::names;
-use crate::store::{Filter, GlobalPage, GlobalQuery, RecordedEvent, Scope, Trace};
+use crate::store::{Filter, GlobalPage, GlobalQuery, Scope, Trace};
 
 /// The tracing routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,7 +47,7 @@ async fn trace(
 ) -> ApiResult<Response> {
     let trace = state.store.trace(message_id, state.limits.trace).await?;
     let trace = trace.ok_or_else(|| ApiError::NotFound(format!("no event has id {message_id}")))?;
-    let body = render(&trace).map_err(|error| {
+    let body = render(trace).map_err(|error| {
         tracing::error!(%error, "rendering a trace");
         ApiError::Internal
     })?;
@@ -56,15 +57,20 @@ async fn trace(
 /// The trace as JSON. The effects tree may be a thousand levels deep, so it is
 /// written with an explicit stack: serialising nested values by recursion
 /// could overflow the stack.
-fn render(trace: &Trace) -> Result<String, serde_json::Error> {
-    let no_effects = Vec::new();
-    let effects_of = |id: &Uuid| trace.effects_by_cause.get(id).unwrap_or(&no_effects).iter();
+fn render(trace: Trace) -> Result<String, serde_json::Error> {
+    let Trace {
+        message,
+        causes,
+        mut effects_by_cause,
+        truncated,
+    } = trace;
+    let mut effects_of = |id: &Uuid| effects_by_cause.remove(id).unwrap_or_default().into_iter();
+    let mut levels = vec![effects_of(&message.id)];
     let mut out = format!(
         r#"{{"message":{},"causes":{},"effects":["#,
-        serde_json::to_string(&trace.message)?,
-        serde_json::to_string(&trace.causes)?,
+        serde_json::to_string(&Event::from(message))?,
+        serde_json::to_string(&wire::events(causes))?,
     );
-    let mut levels = vec![effects_of(&trace.message.id)];
     let mut after_sibling = false;
     while let Some(level) = levels.last_mut() {
         match level.next() {
@@ -72,11 +78,12 @@ fn render(trace: &Trace) -> Result<String, serde_json::Error> {
                 if after_sibling {
                     out.push(',');
                 }
-                let event_json = serde_json::to_string(event)?;
+                let id = event.id;
+                let event_json = serde_json::to_string(&Event::from(event))?;
                 // `{…}` becomes `{…,"effects":[`; its children follow.
                 out.push_str(&event_json[..event_json.len() - 1]);
                 out.push_str(r#","effects":["#);
-                levels.push(effects_of(&event.id));
+                levels.push(effects_of(&id));
                 after_sibling = false;
             }
             None => {
@@ -89,7 +96,7 @@ fn render(trace: &Trace) -> Result<String, serde_json::Error> {
             }
         }
     }
-    out.push_str(&format!(r#","truncated":{}}}"#, trace.truncated));
+    out.push_str(&format!(r#","truncated":{truncated}}}"#));
     Ok(out)
 }
 
@@ -99,7 +106,7 @@ fn render(trace: &Trace) -> Result<String, serde_json::Error> {
 struct TraceNode {
     /// The event.
     #[serde(flatten)]
-    event: RecordedEvent,
+    event: Event,
     /// The events it caused, in global order.
     #[schema(no_recursion)]
     effects: Vec<TraceNode>,
@@ -110,9 +117,9 @@ struct TraceNode {
 #[allow(dead_code)] // documents the body that `render` writes
 struct TraceBody {
     /// The message traced.
-    message: RecordedEvent,
+    message: Event,
     /// Its causes, root first (the message excluded).
-    causes: Vec<RecordedEvent>,
+    causes: Vec<Event>,
     /// Everything it caused, as a tree: each node is an event with an
     /// `effects` array of its own.
     effects: Vec<TraceNode>,
@@ -139,7 +146,7 @@ struct CorrelationPage {
     /// The correlation id.
     correlation_id: String,
     /// Its events, in global order.
-    events: Vec<RecordedEvent>,
+    events: Vec<Event>,
     /// The global position to read next.
     next_position: i64,
     /// Nothing lies beyond `next_position`.
@@ -183,7 +190,7 @@ async fn correlation(
     } = state.store.read_global(&query).await?;
     Ok(Json(CorrelationPage {
         correlation_id,
-        events,
+        events: wire::events(events),
         next_position,
         end,
     }))

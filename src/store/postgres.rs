@@ -1,5 +1,6 @@
-//! The Postgres backend: connections, and group commit under a store-wide
-//! advisory lock. Reads are the shared SQL of [`super::sql`].
+//! The Postgres backend: connections and their session settings, and the
+//! statements of group commit under a store-wide advisory lock. Everything
+//! else is the shared SQL of the concern modules.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,9 +14,11 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::sql::{Parts, Sql, SqlBackend, sql_helpers, sql_runners};
-use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
-use super::{AppendRequest, StoreError};
+use super::backend::{Parts, SqlBackend};
+use super::error::StoreError;
+use super::plan::{BatchKeys, BatchState, Plan, StoredId};
+use super::sql::{Runner, Sql, runner, unavailable};
+use super::writer::{WriteStatements, Writer};
 
 /// The key of the store-wide advisory lock every append transaction holds
 /// from before it picks global positions until it commits ("cairn" in ASCII).
@@ -40,7 +43,7 @@ impl PostgresStore {
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let changes = Arc::new(Notify::new());
-        let writer = Writer::spawn(PgCommit { pool: pool.clone() }, changes.clone());
+        let writer = Writer::spawn(PgWrites { pool: pool.clone() }, changes.clone());
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(relay_notifications(listener, changes.clone()));
@@ -72,32 +75,36 @@ async fn relay_notifications(mut listener: PgListener, changes: Arc<Notify>) {
     }
 }
 
-/// The Postgres half of group commit.
-struct PgCommit {
+/// The Postgres statements of group commit.
+struct PgWrites {
     pool: PgPool,
 }
 
 #[async_trait]
-impl CommitBatch for PgCommit {
-    async fn commit(&self, batch: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
-        let keys = BatchKeys::of(batch);
-        let mut tx = self.pool.begin().await.map_err(StoreError::unavailable)?;
-        // Global positions are handed out here, before commit. Without this lock
-        // two transactions could commit out of position order, and a reader of
-        // `/all` that has seen position 12 would never see 11 appear later. The
-        // lock is held until commit, so transactions commit in position order
-        // and each one reads the last position after the previous one is
-        // visible. It must be store-wide (not per stream or category) because
-        // `/all` spans everything, and it is taken once per *batch*, which is
-        // what keeps it from becoming a convoy.
+impl WriteStatements for PgWrites {
+    type Tx = Transaction<'static, Postgres>;
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Global positions are handed out under this lock, before commit.
+        // Without it two transactions could commit out of position order, and
+        // a reader of `/all` that has seen position 12 would never see 11
+        // appear later. The lock is held until commit, so transactions commit
+        // in position order and each one reads the last position after the
+        // previous one is visible. It must be store-wide (not per stream or
+        // category) because `/all` spans everything, and it is taken once per
+        // *batch*, which is what keeps it from becoming a convoy.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
             .await?;
-        // The state the batch is judged against, in one round trip: the
-        // versions of its streams (`v`), where its ids are already stored
-        // (`e`), and the head of the log with the commit time (`h`). Commit
-        // times never go backwards along the log, even if the clock does.
+        Ok(tx)
+    }
+
+    async fn load(&self, tx: &mut Self::Tx, keys: &BatchKeys) -> Result<BatchState, StoreError> {
+        // In one round trip: the versions of the batch's streams (`v`), where
+        // its ids are already stored (`e`), and the head of the log with the
+        // commit time (`h`), never before the last event's.
         let rows: Vec<(String, String, i64, i64, Option<Uuid>)> = sqlx::query_as(
             "SELECT 'v', stream, version, 0::bigint, NULL::uuid FROM streams WHERE stream = ANY($1) \
              UNION ALL SELECT 'e', stream, position, global_position, id FROM events WHERE id = ANY($2) \
@@ -108,10 +115,9 @@ impl CommitBatch for PgCommit {
         )
         .bind(&keys.streams)
         .bind(&keys.ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let mut state = BatchState::default();
-        let mut now_micros = 0;
         for (kind, stream, position, global_position, id) in rows {
             match (kind.as_str(), id) {
                 ("v", _) => {
@@ -125,52 +131,59 @@ impl CommitBatch for PgCommit {
                     };
                     state.existing.insert(id, stored);
                 }
-                _ => (state.last_global_position, now_micros) = (position, global_position),
+                _ => {
+                    state.last_global_position = position;
+                    state.commit_time = DateTime::<Utc>::from_timestamp_micros(global_position)
+                        .ok_or_else(|| {
+                            StoreError::Internal(format!("commit time {global_position}"))
+                        })?;
+                }
             }
         }
-        let now = DateTime::<Utc>::from_timestamp_micros(now_micros)
-            .ok_or_else(|| StoreError::Internal(format!("commit time {now_micros}")))?;
+        Ok(state)
+    }
 
-        let plan = plan(batch, state);
-        if !plan.rows.is_empty() {
-            let rows = &plan.rows;
-            // One round trip writes the events, the streams' versions, and a
-            // notification delivered at commit to every instance listening.
-            sqlx::query(
-                "WITH written AS (INSERT INTO events (global_position, id, stream, position, category, \
-                 cardinal_hash, type, data, metadata, causation_id, correlation_id, time) \
-                 SELECT g, i, s, p, c, h, t, d, m, ca, co, $12 FROM UNNEST($1::bigint[], $2::uuid[], \
-                 $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
-                 $9::text[], $10::uuid[], $11::text[]) AS u(g, i, s, p, c, h, t, d, m, ca, co)), \
-                 versions AS (INSERT INTO streams (stream, version, last_time) \
-                 SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v) \
-                 ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time) \
-                 SELECT pg_notify($15, '')",
-            )
-            .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event.id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.category).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.cardinal_hash).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event.event_type.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event.data.get()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event.metadata.as_deref().map(RawValue::get)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event.causation_id).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.event.correlation_id.as_deref()).collect::<Vec<_>>())
-            .bind(now)
-            .bind(plan.versions.iter().map(|(s, _)| *s).collect::<Vec<_>>())
-            .bind(plan.versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
-            .bind(CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(plan.outcomes)
+    async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {
+        let rows = &plan.rows;
+        // One round trip writes the events, the streams' versions, and a
+        // notification delivered at commit to every instance listening.
+        sqlx::query(
+            "WITH written AS (INSERT INTO events (global_position, id, stream, position, category, \
+             cardinal_hash, type, data, metadata, causation_id, correlation_id, time) \
+             SELECT g, i, s, p, c, h, t, d, m, ca, co, $12 FROM UNNEST($1::bigint[], $2::uuid[], \
+             $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
+             $9::text[], $10::uuid[], $11::text[]) AS u(g, i, s, p, c, h, t, d, m, ca, co)), \
+             versions AS (INSERT INTO streams (stream, version, last_time) \
+             SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v) \
+             ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time) \
+             SELECT pg_notify($15, '')",
+        )
+        .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.category).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.cardinal_hash).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.event_type.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.data.get()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.metadata.as_deref().map(RawValue::get)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.causation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.correlation_id.as_deref()).collect::<Vec<_>>())
+        .bind(plan.commit_time)
+        .bind(plan.versions.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+        .bind(plan.versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+        .bind(CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
     }
 }
 
-sql_helpers!(Postgres);
+runner!(Postgres);
 
 impl SqlBackend for PostgresStore {
     type Db = Postgres;
@@ -184,7 +197,7 @@ impl SqlBackend for PostgresStore {
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.0.pool.begin().await.map_err(StoreError::unavailable)?;
+        let mut tx = self.0.pool.begin().await.map_err(unavailable)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
@@ -200,11 +213,13 @@ impl SqlBackend for PostgresStore {
             sqlx::query(&off).execute(&mut *conn).await?;
         }
         let explain = format!("EXPLAIN {}", sql.text);
-        let rows: Vec<(String,)> = sqlx::query_as_with(&explain, arguments(sql.binds)?)
-            .fetch_all(conn)
-            .await?;
-        Ok(rows.into_iter().map(|(line,)| line).collect())
+        Postgres::fetch_text(
+            conn,
+            Sql {
+                text: explain,
+                binds: sql.binds,
+            },
+        )
+        .await
     }
-
-    sql_runners!(Postgres);
 }

@@ -1,5 +1,6 @@
 //! The SQLite backend: the embedded, zero-setup store: connections, and group
-//! commit under SQLite's write lock. Reads are the shared SQL of [`super::sql`].
+//! commit under SQLite's write lock. Everything else is the shared SQL of the
+//! concern modules.
 //!
 //! One connection writes (through the group-commit writer, in `BEGIN
 //! IMMEDIATE` transactions, so even a second process on the same file waits
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -21,9 +22,11 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
-use super::sql::{Parts, Sql, SqlBackend, sql_helpers, sql_runners};
-use super::writer::{BatchKeys, BatchState, CommitBatch, Outcome, StoredId, Writer, plan};
-use super::{AppendRequest, StoreError};
+use super::backend::{Parts, SqlBackend};
+use super::error::StoreError;
+use super::plan::{BatchKeys, BatchState, Plan, StoredId};
+use super::sql::{Runner, Sql, runner, unavailable};
+use super::writer::{WriteStatements, Writer};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,7 +64,7 @@ impl SqliteStore {
             pool_options(1).connect_with(options).await?
         };
         let changes = Arc::new(Notify::new());
-        let writer = Writer::spawn(SqliteCommit { pool: write_pool }, changes.clone());
+        let writer = Writer::spawn(SqliteWrites { pool: write_pool }, changes.clone());
         Ok(SqliteStore(Parts {
             pool,
             writer,
@@ -70,29 +73,33 @@ impl SqliteStore {
     }
 }
 
-/// The SQLite half of group commit.
-struct SqliteCommit {
+/// The SQLite statements of group commit.
+struct SqliteWrites {
     pool: SqlitePool,
 }
 
 #[async_trait]
-impl CommitBatch for SqliteCommit {
-    async fn commit(&self, batch: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
-        let keys = BatchKeys::of(batch);
+impl WriteStatements for SqliteWrites {
+    type Tx = Transaction<'static, Sqlite>;
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
         // IMMEDIATE takes SQLite's one write lock now, before anything is read:
-        // the version checks and the global positions below cannot go stale,
-        // even with another process writing the same file.
-        let mut tx = self
-            .pool
+        // the version checks and the global positions cannot go stale, even
+        // with another process writing the same file.
+        self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(StoreError::unavailable)?;
+            .map_err(unavailable)
+    }
+
+    async fn load(&self, tx: &mut Self::Tx, keys: &BatchKeys) -> Result<BatchState, StoreError> {
+        // An embedded database has no round trips to save: one lookup per key.
         let mut state = BatchState::default();
         for stream in &keys.streams {
             let version: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM streams WHERE stream = ?")
                     .bind(stream)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
             if let Some(version) = version {
                 state.versions.insert(stream.clone(), version);
@@ -102,7 +109,7 @@ impl CommitBatch for SqliteCommit {
             let stored: Option<(String, i64, i64)> =
                 sqlx::query_as("SELECT stream, position, global_position FROM events WHERE id = ?")
                     .bind(id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
             if let Some((stream, position, global_position)) = stored {
                 let stored = StoredId {
@@ -116,14 +123,19 @@ impl CommitBatch for SqliteCommit {
         let last: Option<(i64, i64)> = sqlx::query_as(
             "SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1",
         )
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         let (last_global_position, last_time) = last.unwrap_or((0, 0));
         state.last_global_position = last_global_position;
         // Commit times never go backwards along the log, even if the clock does.
-        let now = Utc::now().timestamp_micros().max(last_time);
+        let micros = Utc::now().timestamp_micros().max(last_time);
+        state.commit_time = DateTime::<Utc>::from_timestamp_micros(micros)
+            .ok_or_else(|| StoreError::Internal(format!("commit time {micros}")))?;
+        Ok(state)
+    }
 
-        let plan = plan(batch, state);
+    async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {
+        let now = plan.commit_time.timestamp_micros();
         for row in &plan.rows {
             sqlx::query(
                 "INSERT INTO events (global_position, id, stream, position, category, cardinal_hash, \
@@ -142,7 +154,7 @@ impl CommitBatch for SqliteCommit {
             .bind(row.event.causation_id)
             .bind(row.event.correlation_id.as_deref())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         for (stream, version) in &plan.versions {
@@ -153,15 +165,18 @@ impl CommitBatch for SqliteCommit {
             .bind(stream)
             .bind(version)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
-        Ok(plan.outcomes)
+        Ok(())
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
     }
 }
 
-sql_helpers!(Sqlite);
+runner!(Sqlite);
 
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
@@ -176,17 +191,18 @@ impl SqlBackend for SqliteStore {
 
     async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // In WAL mode a transaction reads one snapshot from its first read on.
-        self.0.pool.begin().await.map_err(StoreError::unavailable)
+        self.0.pool.begin().await.map_err(unavailable)
     }
 
     async fn explain(conn: &mut SqliteConnection, sql: Sql) -> Result<Vec<String>, StoreError> {
         let explain = format!("EXPLAIN QUERY PLAN {}", sql.text);
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as_with(&explain, arguments(sql.binds)?)
-                .fetch_all(conn)
-                .await?;
-        Ok(rows.into_iter().map(|(.., detail)| detail).collect())
+        Sqlite::fetch_text(
+            conn,
+            Sql {
+                text: explain,
+                binds: sql.binds,
+            },
+        )
+        .await
     }
-
-    sql_runners!(Sqlite);
 }

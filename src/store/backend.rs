@@ -1,0 +1,94 @@
+//! What a SQL backend supplies so that every concern (`reads`, `snapshots`,
+//! `trace`, `checkpoints`, `diagnostics`) is written once for both databases:
+//! its pool, a consistent read transaction, the spelling of a time in
+//! microseconds and its `EXPLAIN`. Appends differ more (each database
+//! serialises writers in its own way) and go through [`super::writer`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::Utc;
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Pool, Transaction};
+use tokio::sync::Notify;
+
+use super::error::StoreError;
+use super::model::RecordedEvent;
+use super::rows::EventRow;
+use super::sql::{DecodeRow, Runner, Sql, unavailable};
+use super::writer::Writer;
+
+/// What every SQL store holds.
+pub(crate) struct Parts<DB: Database> {
+    /// Its connection pool for reads and small writes.
+    pub pool: Pool<DB>,
+    /// Its group-commit writer, through which every append goes.
+    pub writer: Writer,
+    /// Signalled after commits (see [`super::Appends::changes`]).
+    pub changes: Arc<Notify>,
+}
+
+/// The connection type of a backend.
+pub(crate) type Conn<B> = <<B as SqlBackend>::Db as Database>::Connection;
+
+/// What a backend supplies for the shared SQL.
+pub(crate) trait SqlBackend: Send + Sync + 'static {
+    /// Its database.
+    type Db: Runner;
+    /// Its pool, writer and change signal.
+    fn parts(&self) -> &Parts<Self::Db>;
+    /// A time column as microseconds since the epoch.
+    fn micros(column: &str) -> String;
+    /// Begins a read-only transaction that sees one snapshot of the store.
+    fn begin_read(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+    /// The plan the database would follow for a query, a line per step, with
+    /// full scans discouraged, so that one shows only where no index serves.
+    fn explain(
+        conn: &mut Conn<Self>,
+        sql: Sql,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// A pooled connection; failing to get one means the database is unavailable.
+pub(crate) async fn connection<B: SqlBackend>(
+    backend: &B,
+) -> Result<PoolConnection<B::Db>, StoreError> {
+    backend.parts().pool.acquire().await.map_err(unavailable)
+}
+
+/// Runs a query, decoding rows as `R` and converting each to `T`.
+pub(crate) async fn fetch_as<B, R, T>(conn: &mut Conn<B>, sql: Sql) -> Result<Vec<T>, StoreError>
+where
+    B: SqlBackend,
+    B::Db: DecodeRow<R>,
+    R: Send,
+    T: TryFrom<R, Error = StoreError>,
+{
+    let rows: Vec<R> = B::Db::fetch(conn, sql).await?;
+    rows.into_iter().map(T::try_from).collect()
+}
+
+/// The time now, to the microsecond (the precision the stores keep).
+pub(crate) fn now_micros() -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// The select list of an event, in the shape [`super::rows::EventRow`] reads.
+pub(crate) fn event_columns<B: SqlBackend>() -> String {
+    format!(
+        "global_position, id, stream, position, type, data, metadata, causation_id, \
+         correlation_id, {} AS time_micros",
+        B::micros("time")
+    )
+}
+
+/// Runs a query of events.
+pub(crate) async fn fetch_events<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    sql: Sql,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    fetch_as::<B, EventRow, RecordedEvent>(conn, sql).await
+}

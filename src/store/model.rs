@@ -1,0 +1,367 @@
+//! The store's vocabulary: what a caller asks for and what it gets back.
+//! Plain data: no SQL, no HTTP, no serialisation; the HTTP layer maps these
+//! to its wire types and each backend to its rows.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+/// An event as the client wrote it, validated, with its id decided.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The client's id, or a fresh UUIDv7.
+    pub id: Uuid,
+    /// The event type.
+    pub event_type: String,
+    /// The JSON text of `data`, exactly as sent.
+    pub data: Box<RawValue>,
+    /// The JSON text of `metadata` (an object), exactly as sent.
+    pub metadata: Option<Box<RawValue>>,
+    /// The event that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// The correlation id that ties a conversation together.
+    pub correlation_id: Option<String>,
+}
+
+/// What the stream's version must be for an append to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Append whatever the version.
+    Any,
+    /// The stream must have no events (version -1).
+    NoStream,
+    /// The stream must have at least one event.
+    Exists,
+    /// The stream's version must be exactly this.
+    Version(i64),
+}
+
+impl Expected {
+    /// Whether a stream at `version` (-1: no events) meets the expectation.
+    pub fn holds(self, version: i64) -> bool {
+        match self {
+            Expected::Any => true,
+            Expected::NoStream => version == -1,
+            Expected::Exists => version >= 0,
+            Expected::Version(expected) => version == expected,
+        }
+    }
+}
+
+/// One append request: a non-empty batch of events for one stream.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The stream appended to.
+    pub stream: String,
+    /// The version the stream must have.
+    pub expected: Expected,
+    /// The events, appended atomically in this order.
+    pub events: Vec<NewEvent>,
+}
+
+/// Where an appended (or previously appended) event sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPosition {
+    /// The event's id.
+    pub id: Uuid,
+    /// Its position in its stream.
+    pub position: i64,
+    /// Its position in the global log.
+    pub global_position: i64,
+}
+
+/// A successful append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// `false` when the request was a retry of writes already stored: nothing was written.
+    pub created: bool,
+    /// The stream's version after the write (for a retry: the last retried position).
+    pub version: i64,
+    /// Where each event of the request sits, in request order.
+    pub events: Vec<EventPosition>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    /// The event's id.
+    pub id: Uuid,
+    /// The stream it belongs to.
+    pub stream: String,
+    /// Its type.
+    pub event_type: String,
+    /// Its position in the stream, from 0.
+    pub position: i64,
+    /// Its position in the global log, from 1.
+    pub global_position: i64,
+    /// `data`, as written.
+    pub data: Box<RawValue>,
+    /// `metadata`, as written.
+    pub metadata: Option<Box<RawValue>>,
+    /// The event that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// The conversation it belongs to.
+    pub correlation_id: Option<String>,
+    /// When it was committed (UTC, microseconds).
+    pub time: DateTime<Utc>,
+}
+
+/// Which way a stream read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Up from `position`.
+    Forward,
+    /// Down from `position`.
+    Backward,
+}
+
+/// A read of one stream.
+#[derive(Debug, Clone)]
+pub struct StreamQuery {
+    /// The stream.
+    pub stream: String,
+    /// The first position read (inclusive); backward reads default to the last event.
+    pub position: Option<i64>,
+    /// Most events returned.
+    pub limit: i64,
+    /// Which way.
+    pub direction: Direction,
+    /// Only positions up to this one.
+    pub until_version: Option<i64>,
+    /// Only events committed at or before this instant.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Start after the newest snapshot within the bounds, and return it.
+    pub from_snapshot: bool,
+}
+
+/// A page of one stream.
+#[derive(Debug, Clone)]
+pub struct StreamPage {
+    /// The stream's current version (-1: no events).
+    pub version: i64,
+    /// With `from_snapshot`: the snapshot the events follow, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The events, in the read's direction.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next page starts.
+    pub next_position: i64,
+    /// Nothing lies beyond `next_position` within the read's bounds.
+    pub end: bool,
+}
+
+/// Which events a global-order read covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every event.
+    All,
+    /// The events of one category.
+    Category(String),
+    /// The events of one correlation id.
+    Correlation(String),
+}
+
+/// Narrows a global-order read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only these types (empty: any).
+    pub types: Vec<String>,
+    /// Only events with this correlation id.
+    pub correlation_id: Option<String>,
+    /// Only streams of this consumer-group member: `(member, size)`.
+    pub consumer_group: Option<(i64, i64)>,
+}
+
+impl Filter {
+    /// Whether the filter lets every event through.
+    pub fn is_empty(&self) -> bool {
+        self == &Filter::default()
+    }
+}
+
+/// A read in global order.
+#[derive(Debug, Clone)]
+pub struct GlobalQuery {
+    /// All events or one category.
+    pub scope: Scope,
+    /// The first global position read (inclusive).
+    pub position: i64,
+    /// Most events returned.
+    pub limit: i64,
+    /// Narrows the read.
+    pub filter: Filter,
+}
+
+/// A page in global order.
+#[derive(Debug, Clone)]
+pub struct GlobalPage {
+    /// The events, in global order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next page starts.
+    pub next_position: i64,
+    /// Nothing lies beyond `next_position`.
+    pub end: bool,
+}
+
+/// A stream as listed.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Its name.
+    pub stream: String,
+    /// Its version.
+    pub version: i64,
+    /// When its last event was committed.
+    pub last_time: DateTime<Utc>,
+}
+
+/// Most rows a filtered read examines for one page, so a rare filter answers a
+/// short page quickly instead of scanning the whole store.
+pub fn scan_window(limit: i64) -> i64 {
+    (limit * 10).clamp(1000, 10_000)
+}
+
+/// A snapshot as a client posts it.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot {
+    /// The stream it summarises.
+    pub stream: String,
+    /// The stream version it summarises (events 0..=version).
+    pub version: i64,
+    /// What kind of state it is, if the client says.
+    pub snapshot_type: Option<String>,
+    /// The state, as JSON text exactly as sent.
+    pub state: Box<RawValue>,
+}
+
+/// A stored snapshot.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The stream it summarises.
+    pub stream: String,
+    /// The stream version it summarises.
+    pub version: i64,
+    /// What kind of state it is.
+    pub snapshot_type: Option<String>,
+    /// The state, as posted.
+    pub state: Box<RawValue>,
+    /// When it was posted (UTC, microseconds).
+    pub time: DateTime<Utc>,
+}
+
+/// How far a trace may reach.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceLimits {
+    /// Most levels of causes, and of effects, followed.
+    pub max_depth: usize,
+    /// Most events in the answer.
+    pub max_events: usize,
+}
+
+/// Which event caused which, around one message.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The message traced.
+    pub message: RecordedEvent,
+    /// Its causes, root first (the message excluded).
+    pub causes: Vec<RecordedEvent>,
+    /// Everything it caused, directly or not: the events each event caused,
+    /// in global order, by the id of their cause. Flat, so that no deep tree
+    /// is ever built, dropped or walked by recursion.
+    pub effects_by_cause: HashMap<Uuid, Vec<RecordedEvent>>,
+    /// A depth or size cap was hit, or a causation cycle was cut.
+    pub truncated: bool,
+}
+
+/// A consumer's durable position.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The consumer, named like a stream.
+    pub consumer: String,
+    /// Its position (≥ 0).
+    pub position: i64,
+    /// When it was stored (UTC, microseconds).
+    pub time: DateTime<Utc>,
+}
+
+impl StreamQuery {
+    /// The inclusive range of positions read, and the SQL sort order.
+    pub fn bounds(&self) -> (i64, i64, &'static str) {
+        let until = self.until_version.unwrap_or(i64::MAX);
+        match self.direction {
+            Direction::Forward => (self.position.unwrap_or(0), until, "ASC"),
+            Direction::Backward => (0, self.position.unwrap_or(i64::MAX).min(until), "DESC"),
+        }
+    }
+
+    /// Makes a page of events read with `limit + 1` as the limit: the extra
+    /// event, if there is one, only says that the read has not reached its end.
+    pub fn page(&self, version: i64, mut events: Vec<RecordedEvent>) -> StreamPage {
+        let more = events.len() as i64 > self.limit;
+        events.truncate(self.limit as usize);
+        let next_position = match (events.last(), self.direction) {
+            (Some(last), Direction::Forward) => last.position + 1,
+            (Some(last), Direction::Backward) => last.position - 1,
+            (None, Direction::Forward) => self.position.unwrap_or(0),
+            // Nothing at or below the bound: nothing before it either.
+            (None, Direction::Backward) => -1,
+        };
+        StreamPage {
+            version,
+            snapshot: None,
+            events,
+            next_position,
+            end: !more,
+        }
+    }
+}
+
+impl GlobalQuery {
+    /// Makes a page of events read with `limit + 1` as the limit. A filtered
+    /// read that stopped at the end of its scan window (`window_end`, exclusive)
+    /// carries on from there.
+    pub fn page(&self, mut events: Vec<RecordedEvent>, window_end: Option<i64>) -> GlobalPage {
+        let more = events.len() as i64 > self.limit;
+        events.truncate(self.limit as usize);
+        let after_last = events.last().map(|e| e.global_position + 1);
+        let (next_position, end) = match (more, window_end) {
+            (true, _) => (after_last.unwrap_or(self.position), false),
+            (false, Some(window_end)) => (window_end, false),
+            (false, None) => (after_last.unwrap_or(self.position), true),
+        };
+        GlobalPage {
+            events,
+            next_position,
+            end,
+        }
+    }
+}
+
+/// The smallest string above every name that starts with `prefix`, in byte
+/// order (which for UTF-8 is code-point order): the prefix with its last
+/// character raised by one. Names are at most 255 bytes, so 64 copies of the
+/// highest character stand above every name when no such string exists.
+pub fn prefix_upper_bound(prefix: &str) -> String {
+    let mut bound = prefix.to_owned();
+    while let Some(last) = bound.pop() {
+        let raised = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(raised) = raised {
+            bound.push(raised);
+            return bound;
+        }
+    }
+    char::MAX.to_string().repeat(64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(prefix_upper_bound("acc"), "acd");
+        assert_eq!(prefix_upper_bound("a\u{D7FF}"), "a\u{E000}");
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}"), "b");
+        assert_eq!(prefix_upper_bound("").len(), 256);
+    }
+}

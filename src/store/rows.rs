@@ -1,0 +1,121 @@
+//! Rows as both backends return them, and their conversion to the store's
+//! types. Times come back as microseconds since the epoch and JSON as the
+//! exact text stored.
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::model::{Checkpoint, RecordedEvent, Snapshot, StreamInfo};
+
+/// An event row as both backends return it (times as microseconds since the epoch).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    global_position: i64,
+    id: Uuid,
+    stream: String,
+    position: i64,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    data: String,
+    metadata: Option<String>,
+    causation_id: Option<Uuid>,
+    correlation_id: Option<String>,
+    time_micros: i64,
+}
+
+impl TryFrom<EventRow> for RecordedEvent {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        Ok(RecordedEvent {
+            id: row.id,
+            stream: row.stream,
+            event_type: row.event_type,
+            position: row.position,
+            global_position: row.global_position,
+            data: stored_json(row.data)?,
+            metadata: row.metadata.map(stored_json).transpose()?,
+            causation_id: row.causation_id,
+            correlation_id: row.correlation_id,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// A time stored as microseconds since the epoch.
+fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Internal(format!("stored time {micros}")))
+}
+
+/// Stored JSON text, checked once more on the way out.
+fn stored_json(text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| StoreError::Internal(format!("stored JSON: {e}")))
+}
+
+/// A snapshot row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SnapshotRow {
+    stream: String,
+    version: i64,
+    #[sqlx(rename = "type")]
+    snapshot_type: Option<String>,
+    state: String,
+    time_micros: i64,
+}
+
+impl TryFrom<SnapshotRow> for Snapshot {
+    type Error = StoreError;
+
+    fn try_from(row: SnapshotRow) -> Result<Self, StoreError> {
+        Ok(Snapshot {
+            stream: row.stream,
+            version: row.version,
+            snapshot_type: row.snapshot_type,
+            state: stored_json(row.state)?,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// A stream row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StreamRow {
+    stream: String,
+    version: i64,
+    last_time_micros: i64,
+}
+
+impl TryFrom<StreamRow> for StreamInfo {
+    type Error = StoreError;
+
+    fn try_from(row: StreamRow) -> Result<Self, StoreError> {
+        Ok(StreamInfo {
+            stream: row.stream,
+            version: row.version,
+            last_time: from_micros(row.last_time_micros)?,
+        })
+    }
+}
+
+/// A checkpoint row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CheckpointRow {
+    consumer: String,
+    position: i64,
+    time_micros: i64,
+}
+
+impl TryFrom<CheckpointRow> for Checkpoint {
+    type Error = StoreError;
+
+    fn try_from(row: CheckpointRow) -> Result<Self, StoreError> {
+        Ok(Checkpoint {
+            consumer: row.consumer,
+            position: row.position,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
