@@ -7,15 +7,29 @@ use async_trait::async_trait;
 
 use super::backend::{SqlBackend, connection};
 use super::error::StoreError;
-use super::sql::{Runner, Sql};
+use super::sql::{Bind, Runner, Sql};
 use super::{checkpoints, reads, snapshots, trace};
 
 /// How long a health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A read statement as SQL text, with typical arguments as SQL literals.
+#[derive(Debug, Clone)]
+pub struct ReadStatement {
+    /// What it reads.
+    pub name: &'static str,
+    /// The statement, with `$1`, `$2`… placeholders.
+    pub text: String,
+    /// A literal for each placeholder, in order.
+    pub arguments: Vec<String>,
+}
+
 /// Looking at the store itself.
 #[async_trait]
 pub trait Diagnostics: Send + Sync {
+    /// Every read statement, so that tests can prepare them as the store
+    /// does and look at their plans as the store grows.
+    fn read_statements(&self) -> Vec<ReadStatement>;
     /// Whether the store answers.
     async fn health(&self) -> Result<(), StoreError>;
     /// Diagnostics: the database's plan for every read statement, by name,
@@ -25,6 +39,16 @@ pub trait Diagnostics: Send + Sync {
 
 #[async_trait]
 impl<B: SqlBackend> Diagnostics for B {
+    fn read_statements(&self) -> Vec<ReadStatement> {
+        let statements = statements::<B>().into_iter();
+        let read_statement = |(name, sql): (&'static str, Sql)| ReadStatement {
+            name,
+            arguments: sql.binds.iter().map(Bind::literal).collect(),
+            text: sql.text,
+        };
+        statements.map(read_statement).collect()
+    }
+
     #[tracing::instrument(level = "debug", skip(self))]
     async fn health(&self) -> Result<(), StoreError> {
         let ping = async {
@@ -43,15 +67,19 @@ impl<B: SqlBackend> Diagnostics for B {
     async fn query_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
         let mut tx = self.begin_read().await?;
         let mut plans = Vec::new();
-        let statements = reads::statements::<B>()
-            .into_iter()
-            .chain(snapshots::statements())
-            .chain(checkpoints::statements())
-            .chain(trace::statements::<B>());
-        for (name, sql) in statements {
+        for (name, sql) in statements::<B>() {
             plans.push((name, B::explain(&mut tx, sql).await?));
         }
         tx.rollback().await?;
         Ok(plans)
     }
+}
+
+/// The read statements of every concern, named, with typical arguments.
+fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
+    let mut statements = reads::statements::<B>();
+    statements.extend(snapshots::statements());
+    statements.extend(checkpoints::statements());
+    statements.extend(trace::statements::<B>());
+    statements
 }

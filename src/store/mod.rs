@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 pub use appends::Appends;
 pub use checkpoints::Checkpoints;
-pub use diagnostics::Diagnostics;
+pub use diagnostics::{Diagnostics, ReadStatement};
 pub use error::{AppendError, SnapshotError, StoreError};
 pub use model::{
     AppendRequest, Appended, Checkpoint, Direction, EventPosition, Expected, Filter, GlobalPage,

@@ -33,9 +33,7 @@ const CHANNEL: &str = "cairn_events";
 impl PostgresStore {
     /// Connects, runs the embedded migrations and starts the writer.
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Self> {
-        // An append waits at most this long for another instance's write
-        // lock; then it answers 503 instead of stalling every append here.
-        let options = PgConnectOptions::from_str(url)?.options([("lock_timeout", "10s")]);
+        let options = session_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(5))
@@ -53,6 +51,29 @@ impl PostgresStore {
             changes,
         }))
     }
+}
+
+/// The connection options for a URL, with the session settings every
+/// connection of the store runs with.
+///
+/// - `lock_timeout`: an append waits at most this long for another
+///   instance's write lock; then it answers 503 instead of stalling every
+///   append behind it.
+/// - `plan_cache_mode = force_custom_plan`: every statement is planned for
+///   the values it runs with, against the table as it is now. sqlx prepares
+///   each statement once per connection; left to itself, Postgres switches a
+///   prepared statement to a generic plan after five executions and keeps it
+///   until the table's statistics change. A store starts empty, where a full
+///   scan is the cheapest plan for everything, and grows faster than
+///   autovacuum re-analyses it, so a generic plan made in the first minute
+///   (a scan of the whole table for the causes of a trace, say) is still
+///   used a million events later. Planning these short statements costs tens
+///   of microseconds, far less than one wrong plan.
+pub fn session_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)?.options([
+        ("lock_timeout", "10s"),
+        ("plan_cache_mode", "force_custom_plan"),
+    ]))
 }
 
 /// Turns other instances' commit notifications into wake-ups. A notification

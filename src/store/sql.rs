@@ -23,6 +23,19 @@ pub(crate) enum Bind {
     Uuid(Uuid),
 }
 
+impl Bind {
+    /// The value as an SQL literal, for diagnostics that prepare statements
+    /// by hand.
+    pub fn literal(&self) -> String {
+        match self {
+            Bind::Int(value) => value.to_string(),
+            Bind::Text(None) => "NULL".to_owned(),
+            Bind::Text(Some(text)) => format!("'{}'", text.replace('\'', "''")),
+            Bind::Uuid(uuid) => format!("'{uuid}'"),
+        }
+    }
+}
+
 impl From<i64> for Bind {
     fn from(value: i64) -> Self {
         Bind::Int(value)
