@@ -295,7 +295,7 @@ async fn tail(
 ) {
     let changes = store.changes();
     loop {
-        match publish_from(&store, &live, position).await {
+        match advance(&store, &live, position).await {
             Ok(next) => position = next,
             Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
         }
@@ -308,6 +308,28 @@ async fn tail(
 }
 
 /// Publishes every event from `position` on; returns where to continue.
+///
+/// With no feed open, reading every commit back from the store would only be
+/// thrown away: the tailer learns where the log ends instead, and continues
+/// from there. The head is read *before* the feeds are counted: a feed that
+/// subscribes after the count reads its history after that, so it sees every
+/// event up to the head, and the tailer publishes every one after. If a feed
+/// subscribed before the count, the tailer publishes from `position` as usual.
+async fn advance(
+    store: &SharedStore,
+    live: &broadcast::Sender<Arc<[RecordedEvent]>>,
+    position: i64,
+) -> Result<i64, StoreError> {
+    if live.receiver_count() == 0 {
+        let after_head = store.head().await? + 1;
+        if live.receiver_count() == 0 {
+            return Ok(after_head);
+        }
+    }
+    publish_from(store, live, position).await
+}
+
+/// Publishes every event from `position` on, page by page.
 async fn publish_from(
     store: &SharedStore,
     live: &broadcast::Sender<Arc<[RecordedEvent]>>,

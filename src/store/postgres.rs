@@ -3,14 +3,14 @@
 //! else is the shared SQL of the concern modules.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
+use sqlx::{Connection, Executor, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -21,7 +21,9 @@ use super::sql::{Runner, Sql, runner, unavailable};
 use super::writer::{WriteStatements, Writer};
 
 /// The key of the store-wide advisory lock every append transaction holds
-/// from before it picks global positions until it commits ("cairn" in ASCII).
+/// from before it picks global positions until it commits ("cairn" in ASCII;
+/// written out in [`BEGIN_WRITE`]).
+#[cfg_attr(not(test), allow(dead_code))]
 const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
 
 /// An event store in Postgres.
@@ -37,14 +39,24 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         let changes = Arc::new(Notify::new());
-        let writer = Writer::spawn(PgWrites { pool: pool.clone() }, changes.clone());
+        // Every commit notifies with this process's own mark, so that the
+        // listener can pass over its own: the writer has woken readers here
+        // already, and a second wake-up would only repeat their reads.
+        let instance = Uuid::new_v4().simple().to_string();
+        let writes = PgWrites {
+            options: options.clone(),
+            idle: Mutex::new(None),
+            instance: instance.clone(),
+        };
+        let open_writer = move || async move { Ok(writes) };
+        let writer = Writer::start(open_writer, changes.clone()).await?;
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
-        tokio::spawn(relay_notifications(listener, changes.clone()));
+        tokio::spawn(relay_notifications(listener, instance, changes.clone()));
         Ok(PostgresStore(Parts {
             pool,
             writer,
@@ -76,12 +88,14 @@ pub fn session_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     ]))
 }
 
-/// Turns other instances' commit notifications into wake-ups. A notification
-/// sent while the listening connection was down is lost, so a reconnect is a
-/// wake-up too: readers then find out what changed by reading.
-async fn relay_notifications(mut listener: PgListener, changes: Arc<Notify>) {
+/// Turns other instances' commit notifications into wake-ups (this one's,
+/// marked `instance`, are passed over). A notification sent while the
+/// listening connection was down is lost, so a reconnect is a wake-up too:
+/// readers then find out what changed by reading.
+async fn relay_notifications(mut listener: PgListener, instance: String, changes: Arc<Notify>) {
     loop {
         match listener.try_recv().await {
+            Ok(Some(notification)) if notification.payload() == instance => {}
             Ok(Some(_)) => changes.notify_one(),
             Ok(None) => {
                 tracing::warn!("lost the notification connection; reconnecting");
@@ -97,29 +111,55 @@ async fn relay_notifications(mut listener: PgListener, changes: Arc<Notify>) {
 }
 
 /// The Postgres statements of group commit.
+///
+/// The writer keeps one connection of its own rather than a pool's: a pool
+/// pings a connection as it is returned and again before it is handed out,
+/// two extra round trips per batch, and every round trip of a batch is
+/// waited for by every client in it. A connection that failed in any way is
+/// dropped (which closes it, and the server rolls back what it had begun);
+/// the next batch connects afresh.
 struct PgWrites {
-    pool: PgPool,
+    options: PgConnectOptions,
+    /// The connection between batches; `None` until the first, or after a failure.
+    idle: Mutex<Option<PgConnection>>,
+    /// The payload of this process's commit notifications.
+    instance: String,
 }
+
+/// How long the writer waits to (re)connect before answering 503.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Begins a write transaction and takes the store-wide write lock, in one
+/// round trip (a simple query may hold several statements). The number is
+/// [`WRITE_LOCK`].
+///
+/// Global positions are handed out under this lock, before commit. Without
+/// it two transactions could commit out of position order, and a reader of
+/// `/all` that has seen position 12 would never see 11 appear later. The lock
+/// is held until commit, so transactions commit in position order and each
+/// one reads the last position after the previous one is visible. It must be
+/// store-wide (not per stream or category) because `/all` spans everything,
+/// and it is taken once per *batch*, which is what keeps it from becoming a
+/// convoy.
+const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(426836062830)";
 
 #[async_trait]
 impl WriteStatements for PgWrites {
-    type Tx = Transaction<'static, Postgres>;
+    type Tx = PgConnection;
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Global positions are handed out under this lock, before commit.
-        // Without it two transactions could commit out of position order, and
-        // a reader of `/all` that has seen position 12 would never see 11
-        // appear later. The lock is held until commit, so transactions commit
-        // in position order and each one reads the last position after the
-        // previous one is visible. It must be store-wide (not per stream or
-        // category) because `/all` spans everything, and it is taken once per
-        // *batch*, which is what keeps it from becoming a convoy.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        let idle = self.idle.lock().expect("the writer never panics").take();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+                    .await
+                    .map_err(|_| StoreError::Unavailable("connecting timed out".into()))?
+                    .map_err(unavailable)?
+            }
+        };
+        conn.execute(BEGIN_WRITE).await?;
+        Ok(conn)
     }
 
     async fn load(&self, tx: &mut Self::Tx, keys: &BatchKeys) -> Result<BatchState, StoreError> {
@@ -136,7 +176,7 @@ impl WriteStatements for PgWrites {
         )
         .bind(&keys.streams)
         .bind(&keys.ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         let mut state = BatchState::default();
         for (kind, stream, position, global_position, id) in rows {
@@ -177,7 +217,7 @@ impl WriteStatements for PgWrites {
              versions AS (INSERT INTO streams (stream, version, last_time) \
              SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v) \
              ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time) \
-             SELECT pg_notify($15, '')",
+             SELECT pg_notify($15, $16)",
         )
         .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event.id).collect::<Vec<_>>())
@@ -194,13 +234,16 @@ impl WriteStatements for PgWrites {
         .bind(plan.versions.iter().map(|(s, _)| *s).collect::<Vec<_>>())
         .bind(plan.versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
         .bind(CHANNEL)
-        .execute(&mut **tx)
+        .bind(&self.instance)
+        .execute(&mut *tx)
         .await?;
         Ok(())
     }
 
-    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {
-        Ok(tx.commit().await?)
+    async fn commit(&self, mut conn: Self::Tx) -> Result<(), StoreError> {
+        conn.execute("COMMIT").await?;
+        *self.idle.lock().expect("the writer never panics") = Some(conn);
+        Ok(())
     }
 }
 
@@ -242,5 +285,14 @@ impl SqlBackend for PostgresStore {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_write_lock_is_taken_by_its_key() {
+        let key = super::WRITE_LOCK.to_string();
+        assert!(super::BEGIN_WRITE.ends_with(&format!("pg_advisory_xact_lock({key})")));
     }
 }

@@ -64,7 +64,8 @@ impl SqliteStore {
             pool_options(1).connect_with(options).await?
         };
         let changes = Arc::new(Notify::new());
-        let writer = Writer::spawn(SqliteWrites { pool: write_pool }, changes.clone());
+        let open_writer = move || async move { Ok(SqliteWrites { pool: write_pool }) };
+        let writer = Writer::start(open_writer, changes.clone()).await?;
         Ok(SqliteStore(Parts {
             pool,
             writer,
