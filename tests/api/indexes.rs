@@ -83,6 +83,48 @@ async fn plans_made_on_an_empty_store_still_use_indexes_once_it_has_grown() {
     }
 }
 
+/// The writer plans its lookup of a batch's state once, generically, with
+/// sequential scans off: made on an empty store, that plan must still look
+/// streams and ids up by index once the store has grown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_plan_made_on_an_empty_store_uses_indexes_once_it_has_grown() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let options = cairn::store::postgres::writer_options(&app.database_url).unwrap();
+    let mut conn = PgConnection::connect_with(&options).await.unwrap();
+    conn.execute("ALTER TABLE events SET (autovacuum_enabled = off)")
+        .await
+        .unwrap();
+    let prepare = format!(
+        "PREPARE load(text[], uuid[]) AS {}",
+        cairn::store::postgres::LOAD_BATCH_STATE
+    );
+    conn.execute(prepare.as_str()).await.unwrap();
+    let execute = "EXECUTE load('{s-1,s-2}', '{00000000-0000-0000-0000-000000000001}')";
+    for _ in 0..6 {
+        conn.execute(execute).await.unwrap();
+    }
+    conn.execute(
+        format!(
+            "INSERT INTO events SELECT g, gen_random_uuid(), 's-' || g, 0, 'c', g, 'A', '{{}}', \
+             NULL, NULL, NULL, now() FROM generate_series(1, {GROWN}) AS g; \
+             INSERT INTO streams SELECT 's-' || g, 0, now() FROM generate_series(1, {GROWN}) AS g"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {execute}"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let text = plan.join("\n");
+    assert!(!text.contains("Seq Scan"), "{text}");
+    assert!(text.contains("Index Cond: (stream = ANY ($1))"), "{text}");
+    assert!(text.contains("Index Cond: (id = ANY ($2))"), "{text}");
+}
+
 /// `EXECUTE s{i}(arguments…)`.
 fn execute(i: usize, arguments: &[String]) -> String {
     match arguments.is_empty() {
