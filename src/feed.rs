@@ -21,7 +21,7 @@
 //! its place in the buffer, not events: it subscribes afresh and reads the
 //! store from `next` again, by the same argument.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -83,11 +83,43 @@ impl Subject {
     }
 }
 
+/// An event on its way to feeds, shared by all of them, with its wire form
+/// made once: a live event goes to every feed open, and rendering it once
+/// per feed was most of the work of a fan-out.
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: RecordedEvent,
+    rendered: OnceLock<String>,
+}
+
+impl SharedEvent {
+    /// Wraps an event read from the store.
+    fn new(event: RecordedEvent) -> Arc<Self> {
+        Arc::new(SharedEvent {
+            event,
+            rendered: OnceLock::new(),
+        })
+    }
+
+    /// The event.
+    pub fn event(&self) -> &RecordedEvent {
+        &self.event
+    }
+
+    /// Its wire form: `render`'s answer, from the first feed that asks.
+    pub fn rendered(&self, render: impl FnOnce(&RecordedEvent) -> String) -> &str {
+        self.rendered.get_or_init(|| render(&self.event))
+    }
+}
+
+/// A page of the log, as the tailer publishes it.
+type LiveBatch = Arc<[Arc<SharedEvent>]>;
+
 /// What a feed sends to its connection.
 #[derive(Debug)]
 pub enum FeedItem {
     /// An event, in order.
-    Event(RecordedEvent),
+    Event(Arc<SharedEvent>),
     /// History is exhausted; live events follow. Carries the position to resume from.
     CaughtUp(i64),
 }
@@ -110,7 +142,7 @@ impl FeedShutdown {
 /// The live side of the store: the tailer's broadcast and the open feeds.
 pub struct Feeds {
     store: SharedStore,
-    live: broadcast::Sender<Arc<[RecordedEvent]>>,
+    live: broadcast::Sender<LiveBatch>,
     permits: Arc<Semaphore>,
     max_feeds: usize,
     shutdown: watch::Receiver<bool>,
@@ -210,10 +242,10 @@ impl Feeds {
                 }
                 Err(RecvError::Closed) => return Ok(()),
             };
-            for event in batch.iter().filter(|e| subject.matches(e)) {
-                let position = subject.position_of(event);
+            for shared in batch.iter().filter(|e| subject.matches(e.event())) {
+                let position = subject.position_of(shared.event());
                 if position >= next {
-                    items.send(FeedItem::Event(event.clone())).await?;
+                    items.send(FeedItem::Event(shared.clone())).await?;
                     next = position + 1;
                 }
             }
@@ -255,7 +287,7 @@ impl Feeds {
                 }
             };
             for event in events {
-                items.send(FeedItem::Event(event)).await?;
+                items.send(FeedItem::Event(SharedEvent::new(event))).await?;
             }
             next = next_position;
             if end {
@@ -289,7 +321,7 @@ impl<T> From<mpsc::error::SendError<T>> for FeedEnd {
 /// every feed.
 async fn tail(
     store: SharedStore,
-    live: broadcast::Sender<Arc<[RecordedEvent]>>,
+    live: broadcast::Sender<LiveBatch>,
     shutdown: watch::Receiver<bool>,
     mut position: i64,
 ) {
@@ -317,7 +349,7 @@ async fn tail(
 /// subscribed before the count, the tailer publishes from `position` as usual.
 async fn advance(
     store: &SharedStore,
-    live: &broadcast::Sender<Arc<[RecordedEvent]>>,
+    live: &broadcast::Sender<LiveBatch>,
     position: i64,
 ) -> Result<i64, StoreError> {
     if live.receiver_count() == 0 {
@@ -332,7 +364,7 @@ async fn advance(
 /// Publishes every event from `position` on, page by page.
 async fn publish_from(
     store: &SharedStore,
-    live: &broadcast::Sender<Arc<[RecordedEvent]>>,
+    live: &broadcast::Sender<LiveBatch>,
     mut position: i64,
 ) -> Result<i64, StoreError> {
     loop {
@@ -345,7 +377,7 @@ async fn publish_from(
         let page = store.read_global(&query).await?;
         if !page.events.is_empty() {
             // No receivers is fine: nobody is listening yet.
-            let _ = live.send(page.events.into());
+            let _ = live.send(page.events.into_iter().map(SharedEvent::new).collect());
         }
         position = page.next_position;
         if page.end {

@@ -141,11 +141,14 @@ pub async fn open(
 /// `caught-up` carries none, so it never moves the client's `Last-Event-ID`.
 fn sse_event(subject: &Subject, item: FeedItem) -> Event {
     match item {
-        FeedItem::Event(event) => {
-            let id = subject.position_of(&event).to_string();
-            let json =
-                serde_json::to_string(&wire::Event::from(event)).expect("an event serialises");
-            Event::default().id(id).data(json)
+        FeedItem::Event(shared) => {
+            let json = shared.rendered(|event| {
+                let event = wire::Event::from(event.clone());
+                serde_json::to_string(&event).expect("an event serialises")
+            });
+            Event::default()
+                .id(subject.position_of(shared.event()).to_string())
+                .data(json)
         }
         FeedItem::CaughtUp(position) => Event::default()
             .event("caught-up")
