@@ -53,7 +53,7 @@ impl PostgresStore {
             instance: instance.clone(),
         };
         let open_writer = move || async move { Ok(writes) };
-        let writer = Writer::start(open_writer, changes.clone()).await?;
+        let writer = Writer::spawn_on_own_thread(open_writer, changes.clone()).await?;
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(relay_notifications(listener, instance, changes.clone()));

@@ -161,7 +161,7 @@ macro_rules! runner {
             async fn fetch<R: Send>(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 sql: $crate::store::sql::Sql,
-            ) -> Result<Vec<R>, $crate::store::StoreError>
+            ) -> Result<Vec<R>, $crate::store::error::StoreError>
             where
                 Self: $crate::store::sql::DecodeRow<R>,
             {
@@ -178,7 +178,7 @@ macro_rules! runner {
             async fn fetch_int(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 sql: $crate::store::sql::Sql,
-            ) -> Result<Option<i64>, $crate::store::StoreError> {
+            ) -> Result<Option<i64>, $crate::store::error::StoreError> {
                 let row: Option<(Option<i64>,)> =
                     sqlx::query_as_with(&sql.text, arguments(sql.binds)?)
                         .fetch_optional(conn)
@@ -189,7 +189,7 @@ macro_rules! runner {
             async fn execute(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 sql: $crate::store::sql::Sql,
-            ) -> Result<u64, $crate::store::StoreError> {
+            ) -> Result<u64, $crate::store::error::StoreError> {
                 let query = sqlx::query_with(&sql.text, arguments(sql.binds)?);
                 Ok(query.execute(conn).await?.rows_affected())
             }
@@ -197,7 +197,7 @@ macro_rules! runner {
             async fn fetch_text(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 sql: $crate::store::sql::Sql,
-            ) -> Result<Vec<String>, $crate::store::StoreError> {
+            ) -> Result<Vec<String>, $crate::store::error::StoreError> {
                 use sqlx::Row as _;
                 let rows = sqlx::query_with(&sql.text, arguments(sql.binds)?)
                     .fetch_all(conn)
@@ -212,7 +212,7 @@ macro_rules! runner {
         /// The arguments of a [`Sql`](crate::store::sql::Sql) statement.
         fn arguments<'q>(
             binds: Vec<$crate::store::sql::Bind>,
-        ) -> Result<<$db as sqlx::Database>::Arguments<'q>, $crate::store::StoreError> {
+        ) -> Result<<$db as sqlx::Database>::Arguments<'q>, $crate::store::error::StoreError> {
             use sqlx::Arguments as _;
             let mut arguments = <$db as sqlx::Database>::Arguments::default();
             for value in binds {
@@ -221,7 +221,7 @@ macro_rules! runner {
                     $crate::store::sql::Bind::Text(value) => arguments.add(value),
                     $crate::store::sql::Bind::Uuid(value) => arguments.add(value),
                 }
-                .map_err(|e| $crate::store::StoreError::Internal(format!("binding: {e}")))?;
+                .map_err(|e| $crate::store::error::StoreError::Internal(format!("binding: {e}")))?;
             }
             Ok(arguments)
         }

@@ -71,6 +71,14 @@ const QUEUE_DEPTH: usize = 4096;
 const MAX_BATCH_EVENTS: usize = 4096;
 
 impl Writer {
+    /// Starts the writer over a backend as a task of the current runtime;
+    /// `changes` is signalled after every commit that wrote events.
+    pub fn spawn(backend: impl WriteStatements, changes: Arc<Notify>) -> Writer {
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(backend, jobs, changes));
+        Writer { queue }
+    }
+
     /// Starts the writer over the backend `open` makes, on a thread and a
     /// runtime of its own; `changes` is signalled after every commit that
     /// wrote events.
@@ -82,7 +90,10 @@ impl Writer {
     /// writer would spend more time queued than talking to the database. Its
     /// own runtime answers its own socket at once. `open` runs there, so the
     /// connections it makes are driven by that runtime too.
-    pub async fn start<B, F, Fut>(open: F, changes: Arc<Notify>) -> anyhow::Result<Writer>
+    pub async fn spawn_on_own_thread<B, F, Fut>(
+        open: F,
+        changes: Arc<Notify>,
+    ) -> anyhow::Result<Writer>
     where
         B: WriteStatements,
         F: FnOnce() -> Fut + Send + 'static,

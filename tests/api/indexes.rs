@@ -2,6 +2,7 @@
 //! returns, not to the size of the store (issue 2, rule 5), and stays so as
 //! a store grows from empty without a restart (issue 8).
 
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::common::{TestApp, backend_tests};
@@ -44,11 +45,7 @@ async fn plans_made_on_an_empty_store_still_use_indexes_once_it_has_grown() {
         return;
     };
     let options = cairn::store::postgres::session_options(&app.database_url).unwrap();
-    let mut conn = PgConnection::connect_with(&options).await.unwrap();
-    for table in ["events", "streams", "snapshots", "checkpoints"] {
-        let off = format!("ALTER TABLE {table} SET (autovacuum_enabled = off)");
-        conn.execute(off.as_str()).await.unwrap();
-    }
+    let mut conn = connect_without_autovacuum(&options).await;
     let statements = app.store.read_statements();
     assert!(statements.len() >= 19, "{statements:?}");
     for (i, statement) in statements.iter().enumerate() {
@@ -60,19 +57,7 @@ async fn plans_made_on_an_empty_store_still_use_indexes_once_it_has_grown() {
                 .unwrap();
         }
     }
-    conn.execute(
-        format!(
-            "INSERT INTO events SELECT g, gen_random_uuid(), 's-' || g, 0, 'c', g, 'A', '{{}}', \
-             NULL, gen_random_uuid(), 'c' || g, now() FROM generate_series(1, {GROWN}) AS g; \
-             INSERT INTO streams SELECT 's-' || g, 0, now() FROM generate_series(1, {GROWN}) AS g; \
-             INSERT INTO snapshots (stream, version, state, time) \
-             SELECT 's-' || g, 0, '{{}}', 0 FROM generate_series(1, {GROWN}) AS g; \
-             INSERT INTO checkpoints SELECT 'w-' || g, g, 0 FROM generate_series(1, {GROWN}) AS g"
-        )
-        .as_str(),
-    )
-    .await
-    .unwrap();
+    grow(&mut conn).await;
     for (i, statement) in statements.iter().enumerate() {
         let explain = format!("EXPLAIN {}", execute(i, &statement.arguments));
         let plan: Vec<String> = sqlx::query_scalar(&explain)
@@ -92,10 +77,7 @@ async fn the_writers_plan_made_on_an_empty_store_uses_indexes_once_it_has_grown(
         return;
     };
     let options = cairn::store::postgres::writer_options(&app.database_url).unwrap();
-    let mut conn = PgConnection::connect_with(&options).await.unwrap();
-    conn.execute("ALTER TABLE events SET (autovacuum_enabled = off)")
-        .await
-        .unwrap();
+    let mut conn = connect_without_autovacuum(&options).await;
     let prepare = format!(
         "PREPARE load(text[], uuid[]) AS {}",
         cairn::store::postgres::LOAD_BATCH_STATE
@@ -105,16 +87,7 @@ async fn the_writers_plan_made_on_an_empty_store_uses_indexes_once_it_has_grown(
     for _ in 0..6 {
         conn.execute(execute).await.unwrap();
     }
-    conn.execute(
-        format!(
-            "INSERT INTO events SELECT g, gen_random_uuid(), 's-' || g, 0, 'c', g, 'A', '{{}}', \
-             NULL, NULL, NULL, now() FROM generate_series(1, {GROWN}) AS g; \
-             INSERT INTO streams SELECT 's-' || g, 0, now() FROM generate_series(1, {GROWN}) AS g"
-        )
-        .as_str(),
-    )
-    .await
-    .unwrap();
+    grow(&mut conn).await;
     let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {execute}"))
         .fetch_all(&mut conn)
         .await
@@ -123,6 +96,30 @@ async fn the_writers_plan_made_on_an_empty_store_uses_indexes_once_it_has_grown(
     assert!(!text.contains("Seq Scan"), "{text}");
     assert!(text.contains("Index Cond: (stream = ANY ($1))"), "{text}");
     assert!(text.contains("Index Cond: (id = ANY ($2))"), "{text}");
+}
+
+/// A connection with the given settings to a store whose tables will not be
+/// analysed behind the test's back.
+async fn connect_without_autovacuum(options: &PgConnectOptions) -> PgConnection {
+    let mut conn = PgConnection::connect_with(options).await.unwrap();
+    for table in ["events", "streams", "snapshots", "checkpoints"] {
+        let off = format!("ALTER TABLE {table} SET (autovacuum_enabled = off)");
+        conn.execute(off.as_str()).await.unwrap();
+    }
+    conn
+}
+
+/// Grows every table to [`GROWN`] rows.
+async fn grow(conn: &mut PgConnection) {
+    let sql = format!(
+        "INSERT INTO events SELECT g, gen_random_uuid(), 's-' || g, 0, 'c', g, 'A', '{{}}', \
+         NULL, gen_random_uuid(), 'c' || g, now() FROM generate_series(1, {GROWN}) AS g; \
+         INSERT INTO streams SELECT 's-' || g, 0, now() FROM generate_series(1, {GROWN}) AS g; \
+         INSERT INTO snapshots (stream, version, state, time) \
+         SELECT 's-' || g, 0, '{{}}', 0 FROM generate_series(1, {GROWN}) AS g; \
+         INSERT INTO checkpoints SELECT 'w-' || g, g, 0 FROM generate_series(1, {GROWN}) AS g"
+    );
+    conn.execute(sql.as_str()).await.unwrap();
 }
 
 /// `EXECUTE s{i}(arguments…)`.
