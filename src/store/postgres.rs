@@ -81,10 +81,19 @@ impl PostgresStore {
 ///   (a scan of the whole table for the causes of a trace, say) is still
 ///   used a million events later. Planning these short statements costs tens
 ///   of microseconds, far less than one wrong plan.
+/// - `enable_bitmapscan = off`: every read is a page in the order of an
+///   index, which an index scan delivers row by row until the limit. A
+///   bitmap scan gathers every match first and sorts them; the planner takes
+///   it when it believes few rows match, which is what it believes of every
+///   category of a store that has not been analysed yet (a new store's first
+///   minutes, or longer). Measured: one page of 1,000 events of a
+///   270,000-event category took 409 ms that way, and an index scan serves
+///   it in about 1 ms.
 pub fn session_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)?.options([
         ("lock_timeout", "10s"),
         ("plan_cache_mode", "force_custom_plan"),
+        ("enable_bitmapscan", "off"),
     ]))
 }
 
