@@ -135,6 +135,19 @@ async fn relay_notifications(mut listener: PgListener, instance: String, changes
     }
 }
 
+/// Whether an error says the connection itself is gone (the socket, or the
+/// server ending the session: SQLSTATE classes 08 and 57P), rather than that
+/// a statement failed on a working connection.
+fn lost_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// The Postgres statements of group commit.
 ///
 /// The writer keeps one connection of its own rather than a pool's: a pool
@@ -176,8 +189,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// one reads the last position after the previous one is visible. It must be
 /// store-wide (not per stream or category) because `/all` spans everything,
 /// and it is taken once per *batch*, which is what keeps it from becoming a
-/// convoy.
-const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(426836062830)";
+/// convoy. READ COMMITTED whatever the database's default: the batch's state
+/// is read by the next statement, which must see what committed while this
+/// one waited for the lock.
+const BEGIN_WRITE: &str =
+    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(426836062830)";
 
 #[async_trait]
 impl WriteStatements for PgWrites {
@@ -185,15 +201,23 @@ impl WriteStatements for PgWrites {
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
         let idle = self.idle.lock().expect("the writer never panics").take();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => {
-                tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
-                    .await
-                    .map_err(|_| StoreError::Unavailable("connecting timed out".into()))?
-                    .map_err(unavailable)?
+        if let Some(mut conn) = idle {
+            match conn.execute(BEGIN_WRITE).await {
+                Ok(_) => return Ok(conn),
+                // The kept connection died while idle (a server restart, an
+                // idle timeout, a proxy): nothing was begun, so begin again on
+                // a fresh one rather than fail a healthy batch.
+                Err(error) if lost_connection(&error) => {
+                    tracing::info!(%error, "the writer's connection was lost; reconnecting");
+                }
+                Err(error) => return Err(error.into()),
             }
-        };
+        }
+        let mut conn =
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+                .await
+                .map_err(|_| StoreError::Unavailable("connecting timed out".into()))?
+                .map_err(unavailable)?;
         conn.execute(BEGIN_WRITE).await?;
         Ok(conn)
     }

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -36,8 +37,26 @@ pub trait WriteStatements: Send + Sync + 'static {
     async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError>;
 }
 
-/// One transaction for a whole batch; one outcome per request, in order.
+/// How long one batch may take before its clients are answered 503. Past the
+/// database's own lock timeout, this catches a connection whose peer went
+/// silent, which the kernel would otherwise wait on for many minutes while
+/// every append queues behind it. The transaction is dropped with its
+/// connection, so the database rolls back whatever it had begun.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One transaction for a whole batch, within [`BATCH_TIMEOUT`]; one outcome
+/// per request, in order.
 async fn commit_batch(
+    backend: &impl WriteStatements,
+    batch: &[AppendRequest],
+) -> Result<Vec<Outcome>, StoreError> {
+    tokio::time::timeout(BATCH_TIMEOUT, commit_batch_now(backend, batch))
+        .await
+        .map_err(|_| StoreError::Unavailable("a batch of appends timed out".into()))?
+}
+
+/// The commit sequence: begin under the write lock, load, plan, insert, commit.
+async fn commit_batch_now(
     backend: &impl WriteStatements,
     batch: &[AppendRequest],
 ) -> Result<Vec<Outcome>, StoreError> {
@@ -101,12 +120,19 @@ impl Writer {
     {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         let (ready, opened) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         std::thread::Builder::new()
             .name("cairn-writer".into())
             .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(error.into()));
+                        return;
+                    }
+                };
                 runtime.block_on(async move {
                     match open().await {
                         Ok(backend) => {
@@ -158,6 +184,13 @@ async fn run(backend: impl WriteStatements, mut jobs: mpsc::Receiver<Job>, chang
                 tracing::warn!(%error, requests = requests.len(), "batch failed; committing one by one");
                 let mut outcomes = Vec::with_capacity(requests.len());
                 for request in &requests {
+                    // Once the database is away, the rest fail alike, at once.
+                    if let Some(Err(AppendError::Store(away @ StoreError::Unavailable(_)))) =
+                        outcomes.last()
+                    {
+                        outcomes.push(Err(AppendError::Store(away.clone())));
+                        continue;
+                    }
                     outcomes.push(
                         match commit_batch(&backend, std::slice::from_ref(request)).await {
                             Ok(mut alone) => alone.remove(0),
@@ -176,7 +209,12 @@ async fn run(backend: impl WriteStatements, mut jobs: mpsc::Receiver<Job>, chang
             micros,
             "batch committed"
         );
-        if outcomes.iter().any(|o| o.as_ref().is_ok_and(|a| a.created)) {
+        // A failed batch may still have committed (its answer lost on the
+        // way back): wake readers then too, to look for themselves.
+        if outcomes
+            .iter()
+            .any(|o| o.as_ref().map_or(true, |appended| appended.created))
+        {
             changes.notify_one();
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -118,3 +118,29 @@ async fn store_outage_is_503_then_recovers() {
         StatusCode::CREATED
     );
 }
+
+/// The writer keeps its connection between batches. When the server ends
+/// that session while the database stays up (a restart, an idle timeout, a
+/// proxy), the next append still succeeds on a fresh connection: no client
+/// sees the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_writer_connection_is_replaced_unseen() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    let created = app.append("kept-1", &event("A", json!(1)), &[]).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mut admin = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    let killed: i64 = sqlx::query_scalar(kill)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "the store's sessions were ended");
+    let again = app.append("kept-1", &event("B", json!(2)), &[]).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(app.get_json("/streams/kept-1").await["version"], 1);
+}
