@@ -3,7 +3,7 @@
 //! else is the shared SQL of the concern modules.
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,12 +19,6 @@ use super::error::StoreError;
 use super::plan::{BatchKeys, BatchState, Plan, StoredId};
 use super::sql::{Runner, Sql, runner, unavailable};
 use super::writer::{WriteStatements, Writer};
-
-/// The key of the store-wide advisory lock every append transaction holds
-/// from before it picks global positions until it commits ("cairn" in ASCII;
-/// written out in [`BEGIN_WRITE`]).
-#[cfg_attr(not(test), allow(dead_code))]
-const WRITE_LOCK: i64 = 0x63_61_69_72_6e;
 
 /// An event store in Postgres.
 pub struct PostgresStore(Parts<Postgres>);
@@ -49,7 +43,7 @@ impl PostgresStore {
         let instance = Uuid::new_v4().simple().to_string();
         let writes = PgWrites {
             options: writer_options(url)?,
-            idle: Mutex::new(None),
+            idle: None,
             instance: instance.clone(),
         };
         let open_writer = move || async move { Ok(writes) };
@@ -159,7 +153,7 @@ fn lost_connection(error: &sqlx::Error) -> bool {
 struct PgWrites {
     options: PgConnectOptions,
     /// The connection between batches; `None` until the first, or after a failure.
-    idle: Mutex<Option<PgConnection>>,
+    idle: Option<PgConnection>,
     /// The payload of this process's commit notifications.
     instance: String,
 }
@@ -179,8 +173,8 @@ pub const LOAD_BATCH_STATE: &str = "SELECT 'v', stream, version, 0::bigint, NULL
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Begins a write transaction and takes the store-wide write lock, in one
-/// round trip (a simple query may hold several statements). The number is
-/// [`WRITE_LOCK`].
+/// round trip (a simple query may hold several statements). The lock's key,
+/// 426836062830, is "cairn" in ASCII (0x63_61_69_72_6e).
 ///
 /// Global positions are handed out under this lock, before commit. Without
 /// it two transactions could commit out of position order, and a reader of
@@ -199,9 +193,8 @@ const BEGIN_WRITE: &str =
 impl WriteStatements for PgWrites {
     type Tx = PgConnection;
 
-    async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        let idle = self.idle.lock().expect("the writer never panics").take();
-        if let Some(mut conn) = idle {
+    async fn begin(&mut self) -> Result<Self::Tx, StoreError> {
+        if let Some(mut conn) = self.idle.take() {
             match conn.execute(BEGIN_WRITE).await {
                 Ok(_) => return Ok(conn),
                 // The kept connection died while idle (a server restart, an
@@ -290,9 +283,9 @@ impl WriteStatements for PgWrites {
         Ok(())
     }
 
-    async fn commit(&self, mut conn: Self::Tx) -> Result<(), StoreError> {
+    async fn commit(&mut self, mut conn: Self::Tx) -> Result<(), StoreError> {
         conn.execute("COMMIT").await?;
-        *self.idle.lock().expect("the writer never panics") = Some(conn);
+        self.idle = Some(conn);
         Ok(())
     }
 }
@@ -335,14 +328,5 @@ impl SqlBackend for PostgresStore {
             },
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_write_lock_is_taken_by_its_key() {
-        let key = super::WRITE_LOCK.to_string();
-        assert!(super::BEGIN_WRITE.ends_with(&format!("pg_advisory_xact_lock({key})")));
     }
 }

@@ -85,7 +85,7 @@ struct SqliteWrites {
 impl WriteStatements for SqliteWrites {
     type Tx = Transaction<'static, Sqlite>;
 
-    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+    async fn begin(&mut self) -> Result<Self::Tx, StoreError> {
         // IMMEDIATE takes SQLite's one write lock now, before anything is read:
         // the version checks and the global positions cannot go stale, even
         // with another process writing the same file.
@@ -174,7 +174,7 @@ impl WriteStatements for SqliteWrites {
         Ok(())
     }
 
-    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {
+    async fn commit(&mut self, tx: Self::Tx) -> Result<(), StoreError> {
         Ok(tx.commit().await?)
     }
 }

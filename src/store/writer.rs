@@ -28,13 +28,13 @@ pub trait WriteStatements: Send + Sync + 'static {
     type Tx: Send;
     /// Begins a transaction that holds the store-wide write lock until it
     /// ends, so that the state loaded next cannot go stale before commit.
-    async fn begin(&self) -> Result<Self::Tx, StoreError>;
+    async fn begin(&mut self) -> Result<Self::Tx, StoreError>;
     /// Loads what the batch is judged against.
     async fn load(&self, tx: &mut Self::Tx, keys: &BatchKeys) -> Result<BatchState, StoreError>;
     /// Writes the plan's rows and stream versions (there is at least one row).
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError>;
     /// Commits.
-    async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError>;
+    async fn commit(&mut self, tx: Self::Tx) -> Result<(), StoreError>;
 }
 
 /// How long one batch may take before its clients are answered 503. Past the
@@ -47,7 +47,7 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// One transaction for a whole batch, within [`BATCH_TIMEOUT`]; one outcome
 /// per request, in order.
 async fn commit_batch(
-    backend: &impl WriteStatements,
+    backend: &mut impl WriteStatements,
     batch: &[AppendRequest],
 ) -> Result<Vec<Outcome>, StoreError> {
     tokio::time::timeout(BATCH_TIMEOUT, commit_batch_now(backend, batch))
@@ -57,7 +57,7 @@ async fn commit_batch(
 
 /// The commit sequence: begin under the write lock, load, plan, insert, commit.
 async fn commit_batch_now(
-    backend: &impl WriteStatements,
+    backend: &mut impl WriteStatements,
     batch: &[AppendRequest],
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = backend.begin().await?;
@@ -162,7 +162,11 @@ impl Writer {
 }
 
 /// The writer loop: gather what is waiting, commit it, answer each request.
-async fn run(backend: impl WriteStatements, mut jobs: mpsc::Receiver<Job>, changes: Arc<Notify>) {
+async fn run(
+    mut backend: impl WriteStatements,
+    mut jobs: mpsc::Receiver<Job>,
+    changes: Arc<Notify>,
+) {
     while let Some(first) = jobs.recv().await {
         let mut size = first.request.events.len();
         let mut batch = vec![first];
@@ -174,7 +178,7 @@ async fn run(backend: impl WriteStatements, mut jobs: mpsc::Receiver<Job>, chang
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| (j.request, j.reply)).unzip();
         let started = std::time::Instant::now();
-        let outcomes = match commit_batch(&backend, &requests).await {
+        let outcomes = match commit_batch(&mut backend, &requests).await {
             Ok(outcomes) => outcomes,
             // A failure that is not the database being away may be one
             // request's fault: commit each alone, so only that one fails.
@@ -192,7 +196,7 @@ async fn run(backend: impl WriteStatements, mut jobs: mpsc::Receiver<Job>, chang
                         continue;
                     }
                     outcomes.push(
-                        match commit_batch(&backend, std::slice::from_ref(request)).await {
+                        match commit_batch(&mut backend, std::slice::from_ref(request)).await {
                             Ok(mut alone) => alone.remove(0),
                             Err(error) => Err(error.into()),
                         },
