@@ -5,9 +5,9 @@
 //! publishes each page it reads, as an `Arc`ed batch, on one bounded
 //! broadcast channel. It wakes when [`Store::changes`] signals (a commit here,
 //! or a notification from another instance) and, because a notification can be
-//! lost, every [`POLL_INTERVAL`] as well. Each feed is a task that filters the
-//! shared batches for its subject; nothing is queued per subscriber beyond a
-//! small bounded channel to its connection.
+//! lost, every [`POLL_INTERVAL`] as well. Each feed is a stream, polled by its
+//! connection, that filters the shared batches for its subject: no task and no
+//! queue per subscriber, so an idle feed costs little more than its socket.
 //!
 //! The handover argument. A feed subscribes to the broadcast *before* it reads
 //! history. Every event the tailer publishes after that moment reaches the
@@ -21,12 +21,14 @@
 //! its place in the buffer, not events: it subscribes afresh and reads the
 //! store from `next` again, by the same argument.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
 use crate::names;
 use crate::store::{
@@ -35,9 +37,6 @@ use crate::store::{
 
 /// How often the tailer reads the store even without a wake-up.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Items buffered between a feed task and its connection.
-const FEED_BUFFER: usize = 64;
 
 /// Events read per page, in catch-up and by the tailer.
 const PAGE: i64 = 1000;
@@ -185,135 +184,136 @@ impl Feeds {
         })
     }
 
-    /// Opens a feed from position `next` (inclusive).
+    /// Opens a feed from position `next` (inclusive). It ends when the
+    /// server shuts down or the store fails; dropping it closes the feed.
     pub fn open(
         self: &Arc<Self>,
         subject: Subject,
         next: i64,
-    ) -> Result<mpsc::Receiver<FeedItem>, TooManyFeeds> {
+    ) -> Result<impl Stream<Item = FeedItem> + Send + 'static, TooManyFeeds> {
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| TooManyFeeds(self.max_feeds))?;
-        let (items, receiver) = mpsc::channel(FEED_BUFFER);
-        tokio::spawn(self.clone().run(subject, next, items, permit));
-        Ok(receiver)
-    }
-
-    /// One feed: until the client leaves, the server shuts down or the store fails.
-    async fn run(
-        self: Arc<Self>,
-        subject: Subject,
-        next: i64,
-        items: mpsc::Sender<FeedItem>,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let closing = closing(self.shutdown.clone());
-        tokio::select! {
-            ended = self.follow(&subject, next, &items) => {
-                if let Err(FeedEnd::Store(error)) = ended {
+        let feed = Feed {
+            live: self.live.subscribe(),
+            feeds: self.clone(),
+            subject,
+            next,
+            phase: Phase::CatchingUp { first: true },
+            pending: VecDeque::new(),
+            _permit: permit,
+        };
+        let items = stream::unfold(feed, |mut feed| async move {
+            match feed.next_item().await {
+                Ok(item) => item.map(|item| (item, feed)),
+                Err(error) => {
                     tracing::warn!(%error, "a feed ended: the store failed");
+                    None
                 }
             }
-            () = closing => {}
-            () = items.closed() => {}
-        }
+        });
+        Ok(items.take_until(closing(self.shutdown.clone())))
     }
+}
 
-    /// Catch-up, then live, per the handover argument of this module.
-    async fn follow(
-        &self,
-        subject: &Subject,
-        mut next: i64,
-        items: &mpsc::Sender<FeedItem>,
-    ) -> Result<(), FeedEnd> {
-        let mut live = self.live.subscribe();
-        next = self.catch_up(subject, next, items).await?;
-        items.send(FeedItem::CaughtUp(next)).await?;
+/// Where a feed is in the handover argument of this module.
+enum Phase {
+    /// Reading the store from `next`; `first` until the first `caught-up`.
+    CatchingUp { first: bool },
+    /// Filtering the tailer's batches.
+    Live,
+}
+
+/// One open feed's state. It subscribes to the broadcast *before* it reads
+/// history, as the handover argument requires.
+struct Feed {
+    feeds: Arc<Feeds>,
+    live: broadcast::Receiver<LiveBatch>,
+    subject: Subject,
+    /// The position after the last event queued.
+    next: i64,
+    phase: Phase,
+    /// Items read but not yet taken by the connection.
+    pending: VecDeque<FeedItem>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Feed {
+    /// The next item: catch-up, then live, per the handover argument; none
+    /// once the tailer is gone.
+    async fn next_item(&mut self) -> Result<Option<FeedItem>, StoreError> {
         loop {
-            let batch = match live.recv().await {
-                Ok(batch) => batch,
-                Err(RecvError::Lagged(_)) => {
-                    self.fallbacks.inc();
-                    live = self.live.subscribe();
-                    next = self.catch_up(subject, next, items).await?;
-                    continue;
+            if let Some(item) = self.pending.pop_front() {
+                return Ok(Some(item));
+            }
+            match self.phase {
+                Phase::CatchingUp { first } => {
+                    if self.read_page().await? {
+                        self.phase = Phase::Live;
+                        if first {
+                            self.pending.push_back(FeedItem::CaughtUp(self.next));
+                        }
+                    }
                 }
-                Err(RecvError::Closed) => return Ok(()),
-            };
-            for shared in batch.iter().filter(|e| subject.matches(e.event())) {
-                let position = subject.position_of(shared.event());
-                if position >= next {
-                    items.send(FeedItem::Event(shared.clone())).await?;
-                    next = position + 1;
-                }
+                Phase::Live => match self.live.recv().await {
+                    Ok(batch) => self.queue_live(&batch),
+                    Err(RecvError::Lagged(_)) => {
+                        self.feeds.fallbacks.inc();
+                        self.live = self.feeds.live.subscribe();
+                        self.phase = Phase::CatchingUp { first: false };
+                    }
+                    Err(RecvError::Closed) => return Ok(None),
+                },
             }
         }
     }
 
-    /// Sends the subject's events from `next` until the store has no more;
-    /// returns the position to continue from.
-    async fn catch_up(
-        &self,
-        subject: &Subject,
-        mut next: i64,
-        items: &mpsc::Sender<FeedItem>,
-    ) -> Result<i64, FeedEnd> {
-        loop {
-            let (events, next_position, end) = match subject {
-                Subject::Stream(stream) => {
-                    let query = StreamQuery {
-                        stream: stream.clone(),
-                        position: Some(next),
-                        limit: PAGE,
-                        direction: Direction::Forward,
-                        until_version: None,
-                        as_of: None,
-                        from_snapshot: false,
-                    };
-                    let page = self.store.read_stream(&query).await?;
-                    (page.events, page.next_position, page.end)
-                }
-                Subject::Global(scope, filter) => {
-                    let query = GlobalQuery {
-                        scope: scope.clone(),
-                        position: next,
-                        limit: PAGE,
-                        filter: filter.clone(),
-                    };
-                    let page = self.store.read_global(&query).await?;
-                    (page.events, page.next_position, page.end)
-                }
-            };
-            for event in events {
-                items.send(FeedItem::Event(SharedEvent::new(event))).await?;
-            }
-            next = next_position;
-            if end {
-                return Ok(next);
+    /// Queues the batch's events of this subject not sent yet.
+    fn queue_live(&mut self, batch: &LiveBatch) {
+        for shared in batch.iter().filter(|e| self.subject.matches(e.event())) {
+            let position = self.subject.position_of(shared.event());
+            if position >= self.next {
+                self.pending.push_back(FeedItem::Event(shared.clone()));
+                self.next = position + 1;
             }
         }
     }
-}
 
-/// Why a feed stopped.
-enum FeedEnd {
-    /// The client is gone.
-    Gone,
-    /// The store failed; the client reconnects with `Last-Event-ID`.
-    Store(StoreError),
-}
-
-impl From<StoreError> for FeedEnd {
-    fn from(error: StoreError) -> Self {
-        FeedEnd::Store(error)
-    }
-}
-
-impl<T> From<mpsc::error::SendError<T>> for FeedEnd {
-    fn from(_: mpsc::error::SendError<T>) -> Self {
-        FeedEnd::Gone
+    /// Queues one page of the subject's events from `next`; true when the
+    /// store has no more.
+    async fn read_page(&mut self) -> Result<bool, StoreError> {
+        let store = &self.feeds.store;
+        let (events, next_position, end) = match &self.subject {
+            Subject::Stream(stream) => {
+                let query = StreamQuery {
+                    stream: stream.clone(),
+                    position: Some(self.next),
+                    limit: PAGE,
+                    direction: Direction::Forward,
+                    until_version: None,
+                    as_of: None,
+                    from_snapshot: false,
+                };
+                let page = store.read_stream(&query).await?;
+                (page.events, page.next_position, page.end)
+            }
+            Subject::Global(scope, filter) => {
+                let query = GlobalQuery {
+                    scope: scope.clone(),
+                    position: self.next,
+                    limit: PAGE,
+                    filter: filter.clone(),
+                };
+                let page = store.read_global(&query).await?;
+                (page.events, page.next_position, page.end)
+            }
+        };
+        let events = events.into_iter().map(SharedEvent::new);
+        self.pending.extend(events.map(FeedItem::Event));
+        self.next = next_position;
+        Ok(end)
     }
 }
 

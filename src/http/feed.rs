@@ -118,11 +118,7 @@ pub async fn open(
         .open(subject.clone(), start)
         .map_err(|full| ApiError::TooManyFeeds(full.to_string()))?;
     let retry = stream::once(async { Ok::<_, Infallible>(Event::default().retry(RETRY)) });
-    let events = stream::unfold(items, |mut items| async move {
-        let item = items.recv().await?;
-        Some((item, items))
-    })
-    .map(move |item| Ok(sse_event(&subject, item)));
+    let events = items.map(move |item| Ok(sse_event(&subject, item)));
     let sse = Sse::new(retry.chain(events)).keep_alive(
         KeepAlive::new()
             .interval(state.limits.keep_alive)

@@ -371,7 +371,7 @@ async fn feed_requests_are_checked(app: TestApp) {
 
     // Past the configured number of feeds: 503 with Retry-After.
     let limited = app.sibling_with(&["--max-feeds", "1"]).await;
-    let _first = open(&limited, "/all", &[]).await;
+    let first = open(&limited, "/all", &[]).await;
     let second = get_from(&limited, "/all").await;
     assert!(
         second.headers().contains_key("retry-after"),
@@ -379,6 +379,20 @@ async fn feed_requests_are_checked(app: TestApp) {
         second.status()
     );
     assert_problem(second, StatusCode::SERVICE_UNAVAILABLE).await;
+    // A client that leaves gives its place back as soon as the server sees
+    // the socket close (an append makes the server write to it).
+    drop(first);
+    let mut reopened = None;
+    for attempt in 0..100 {
+        append_n(&limited, &format!("leave-{attempt}"), 0..1).await;
+        let response = get_from(&limited, "/all").await;
+        if response.status() == StatusCode::OK {
+            reopened = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "the first feed's place was never freed");
 }
 
 async fn get_from(app: &TestApp, path: &str) -> reqwest::Response {

@@ -95,7 +95,7 @@ impl TestApp {
             .expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await });
         TestApp {
             url,
             client: reqwest::Client::new(),
