@@ -159,6 +159,7 @@ pub fn parse_events(body: &[u8], max_events: usize) -> Result<Vec<NewEvent>, Api
         }
         events.push(NewEvent {
             id,
+            client_id: input.id.is_some(),
             event_type: input.event_type,
             data: input.data,
             metadata: input.metadata,

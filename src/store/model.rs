@@ -13,6 +13,10 @@ use uuid::Uuid;
 pub struct NewEvent {
     /// The client's id, or a fresh UUIDv7.
     pub id: Uuid,
+    /// Whether the client chose the id. Only such an id can already be
+    /// stored (by an earlier attempt of the same append), so only those are
+    /// looked up before a batch is written; a fresh one cannot be.
+    pub client_id: bool,
     /// The event type.
     pub event_type: String,
     /// The JSON text of `data`, exactly as sent.

@@ -44,7 +44,7 @@ pub struct BatchState {
 pub struct BatchKeys {
     /// Each stream once.
     pub streams: Vec<String>,
-    /// Every event id.
+    /// Every id a client chose (see [`NewEvent::client_id`]).
     pub ids: Vec<Uuid>,
 }
 
@@ -56,7 +56,7 @@ impl BatchKeys {
         streams.dedup();
         let ids = batch
             .iter()
-            .flat_map(|r| r.events.iter().map(|e| e.id))
+            .flat_map(|r| r.events.iter().filter(|e| e.client_id).map(|e| e.id))
             .collect();
         BatchKeys { streams, ids }
     }
@@ -219,6 +219,7 @@ mod tests {
             .iter()
             .map(|&id| NewEvent {
                 id: Uuid::from_u128(id),
+                client_id: true,
                 event_type: "T".into(),
                 data: RawValue::from_string("{}".into()).unwrap(),
                 metadata: None,
@@ -274,5 +275,15 @@ mod tests {
         assert!(matches!(plan.outcomes[2], Err(AppendError::IdConflict(_))));
         assert!(matches!(plan.outcomes[3], Err(AppendError::IdConflict(_))));
         assert_eq!(plan.rows.len(), 2);
+    }
+
+    #[test]
+    fn only_ids_a_client_chose_are_looked_up() {
+        let mut fresh = request("a-1", Expected::Any, &[1, 2]);
+        fresh.events[1].client_id = false;
+        let batch = [fresh, request("a-1", Expected::Any, &[3])];
+        let keys = BatchKeys::of(&batch);
+        assert_eq!(keys.ids, [Uuid::from_u128(1), Uuid::from_u128(3)]);
+        assert_eq!(keys.streams, ["a-1"]);
     }
 }
