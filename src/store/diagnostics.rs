@@ -30,7 +30,7 @@ pub trait Diagnostics: Send + Sync {
     /// Every read statement, so that tests can prepare them as the store
     /// does and look at their plans as the store grows.
     fn read_statements(&self) -> Vec<ReadStatement>;
-    /// Whether the store answers.
+    /// Whether the store answers and takes appends.
     async fn health(&self) -> Result<(), StoreError>;
     /// Diagnostics: the database's plan for every read statement, by name,
     /// with full scans discouraged; tests check that an index serves each.
@@ -51,6 +51,9 @@ impl<B: SqlBackend> Diagnostics for B {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn health(&self) -> Result<(), StoreError> {
+        if !self.parts().writer.is_running() {
+            return Err(StoreError::Unavailable("the writer has stopped".into()));
+        }
         let ping = async {
             let mut conn = connection(self).await?;
             B::Db::fetch_int(&mut conn, Sql::new("SELECT CAST(1 AS BIGINT)")).await

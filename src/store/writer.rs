@@ -149,6 +149,12 @@ impl Writer {
         Ok(Writer { queue })
     }
 
+    /// Whether the writer task still takes appends: it stops only if it
+    /// panicked, and then every append fails, so health checks must say so.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
     /// Appends through the writer and waits for the answer.
     pub async fn append(&self, request: AppendRequest) -> Outcome {
         let (reply, answer) = oneshot::channel();
@@ -227,5 +233,48 @@ async fn run(
             }
             let _ = reply.send(outcome);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::Expected;
+
+    /// A backend whose every batch panics, as a bug in one would.
+    struct Panicking;
+
+    #[async_trait]
+    impl WriteStatements for Panicking {
+        type Tx = ();
+        async fn begin(&mut self) -> Result<(), StoreError> {
+            panic!("a bug in the writer");
+        }
+        async fn load(&self, _: &mut (), _: &BatchKeys) -> Result<BatchState, StoreError> {
+            unreachable!("begin panics first")
+        }
+        async fn insert(&self, _: &mut (), _: &Plan<'_>) -> Result<(), StoreError> {
+            unreachable!("begin panics first")
+        }
+        async fn commit(&mut self, _: ()) -> Result<(), StoreError> {
+            unreachable!("begin panics first")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_panicked_fails_appends_and_says_it_stopped() {
+        let writer = Writer::spawn(Panicking, Arc::new(Notify::new()));
+        assert!(writer.is_running());
+        let request = AppendRequest {
+            stream: "a-1".into(),
+            expected: Expected::Any,
+            events: Vec::new(),
+        };
+        let outcome = writer.append(request).await;
+        assert!(matches!(
+            outcome,
+            Err(AppendError::Store(StoreError::Unavailable(_)))
+        ));
+        assert!(!writer.is_running());
     }
 }
