@@ -79,13 +79,26 @@ pub struct Row<'a> {
     pub event: &'a NewEvent,
 }
 
+/// A stream's version after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamVersion<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// Its version after the batch.
+    pub version: i64,
+    /// Whether the store held no event of it before the batch: its row is
+    /// inserted rather than updated (under the write lock, no one else can
+    /// have inserted it meanwhile).
+    pub new: bool,
+}
+
 /// What a transaction writes for a batch, and what each request is answered.
 #[derive(Debug)]
 pub struct Plan<'a> {
     /// The rows to insert, in global order.
     pub rows: Vec<Row<'a>>,
-    /// The new version of every stream written.
-    pub versions: Vec<(&'a str, i64)>,
+    /// The new version of every stream written, in name order.
+    pub versions: Vec<StreamVersion<'a>>,
     /// One answer per request.
     pub outcomes: Vec<Outcome>,
     /// When the rows are committed.
@@ -98,7 +111,7 @@ pub struct Plan<'a> {
 /// that is safe only because the caller holds the store-wide write lock.
 pub fn plan(batch: &[AppendRequest], mut state: BatchState) -> Plan<'_> {
     let mut rows = Vec::new();
-    let mut written: HashMap<&str, i64> = HashMap::new();
+    let mut written: HashMap<&str, StreamVersion<'_>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
         let outcome = judge(request, &state);
@@ -127,13 +140,21 @@ pub fn plan(batch: &[AppendRequest], mut state: BatchState) -> Plan<'_> {
                 state.existing.insert(at.id, stored);
             }
             state.last_global_position += events.len() as i64;
+            let new = !state.versions.contains_key(&request.stream);
+            written
+                .entry(&request.stream)
+                .or_insert(StreamVersion {
+                    stream: &request.stream,
+                    version: *version,
+                    new,
+                })
+                .version = *version;
             state.versions.insert(request.stream.clone(), *version);
-            written.insert(&request.stream, *version);
         }
         outcomes.push(outcome);
     }
-    let mut versions: Vec<_> = written.into_iter().collect();
-    versions.sort_unstable();
+    let mut versions: Vec<_> = written.into_values().collect();
+    versions.sort_unstable_by_key(|v| v.stream);
     Plan {
         rows,
         versions,
@@ -257,7 +278,12 @@ mod tests {
             positions,
             [("a-1", 0, 1), ("b-1", 0, 2), ("b-1", 1, 3), ("a-1", 1, 4)]
         );
-        assert_eq!(plan.versions, [("a-1", 1), ("b-1", 1)]);
+        let versions: Vec<_> = plan
+            .versions
+            .iter()
+            .map(|v| (v.stream, v.version, v.new))
+            .collect();
+        assert_eq!(versions, [("a-1", 1, true), ("b-1", 1, true)]);
     }
 
     #[test]
@@ -285,5 +311,23 @@ mod tests {
         let keys = BatchKeys::of(&batch);
         assert_eq!(keys.ids, [Uuid::from_u128(1), Uuid::from_u128(3)]);
         assert_eq!(keys.streams, ["a-1"]);
+    }
+
+    #[test]
+    fn streams_the_store_holds_are_updated_and_others_inserted() {
+        let batch = [
+            request("a-1", Expected::Any, &[1]),
+            request("b-1", Expected::Any, &[2]),
+            request("b-1", Expected::Any, &[3]),
+        ];
+        let mut state = BatchState::default();
+        state.versions.insert("a-1".into(), 4);
+        let plan = plan(&batch, state);
+        let versions: Vec<_> = plan
+            .versions
+            .iter()
+            .map(|v| (v.stream, v.version, v.new))
+            .collect();
+        assert_eq!(versions, [("a-1", 5, false), ("b-1", 1, true)]);
     }
 }

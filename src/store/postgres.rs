@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::backend::{Parts, SqlBackend};
 use super::error::StoreError;
-use super::plan::{BatchKeys, BatchState, Plan, StoredId};
+use super::plan::{BatchKeys, BatchState, Plan, StoredId, StreamVersion};
 use super::sql::{Runner, Sql, runner, unavailable};
 use super::writer::{WriteStatements, Writer};
 
@@ -249,18 +249,24 @@ impl WriteStatements for PgWrites {
 
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {
         let rows = &plan.rows;
-        // One round trip writes the events, the streams' versions, and a
-        // notification delivered at commit to every instance listening.
+        // One round trip writes the events, the streams' versions (new
+        // streams inserted, others updated: an upsert's speculative insertion
+        // cost the writer more than knowing which is which, as the batch's
+        // state already does), and a notification delivered at commit to every
+        // instance listening.
+        let (new, held): (Vec<&StreamVersion<'_>>, Vec<_>) =
+            plan.versions.iter().partition(|v| v.new);
         sqlx::query(
             "WITH written AS (INSERT INTO events (global_position, id, stream, position, category, \
              cardinal_hash, type, data, metadata, causation_id, correlation_id, time) \
              SELECT g, i, s, p, c, h, t, d, m, ca, co, $12 FROM UNNEST($1::bigint[], $2::uuid[], \
              $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
              $9::text[], $10::uuid[], $11::text[]) AS u(g, i, s, p, c, h, t, d, m, ca, co)), \
-             versions AS (INSERT INTO streams (stream, version, last_time) \
-             SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v) \
-             ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time) \
-             SELECT pg_notify($15, $16)",
+             created AS (INSERT INTO streams (stream, version, last_time) \
+             SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v)), \
+             advanced AS (UPDATE streams SET version = u.v, last_time = $12 \
+             FROM UNNEST($15::text[], $16::bigint[]) AS u(s, v) WHERE streams.stream = u.s) \
+             SELECT pg_notify($17, $18)",
         )
         .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event.id).collect::<Vec<_>>())
@@ -268,14 +274,32 @@ impl WriteStatements for PgWrites {
         .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.category).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.cardinal_hash).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.event.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(rows.iter().map(|r| r.event.data.get()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event.metadata.as_deref().map(RawValue::get)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event.causation_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event.correlation_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.event.metadata.as_deref().map(RawValue::get))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.event.causation_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.event.correlation_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(plan.commit_time)
-        .bind(plan.versions.iter().map(|(s, _)| *s).collect::<Vec<_>>())
-        .bind(plan.versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+        .bind(new.iter().map(|v| v.stream).collect::<Vec<_>>())
+        .bind(new.iter().map(|v| v.version).collect::<Vec<_>>())
+        .bind(held.iter().map(|v| v.stream).collect::<Vec<_>>())
+        .bind(held.iter().map(|v| v.version).collect::<Vec<_>>())
         .bind(CHANNEL)
         .bind(&self.instance)
         .execute(&mut *tx)

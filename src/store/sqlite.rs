@@ -160,16 +160,18 @@ impl WriteStatements for SqliteWrites {
             .execute(&mut **tx)
             .await?;
         }
-        for (stream, version) in &plan.versions {
-            sqlx::query(
-                "INSERT INTO streams (stream, version, last_time) VALUES (?, ?, ?) \
-                 ON CONFLICT (stream) DO UPDATE SET version = excluded.version, last_time = excluded.last_time",
-            )
-            .bind(stream)
-            .bind(version)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+        for written in &plan.versions {
+            let statement = if written.new {
+                "INSERT INTO streams (version, last_time, stream) VALUES (?, ?, ?)"
+            } else {
+                "UPDATE streams SET version = ?, last_time = ? WHERE stream = ?"
+            };
+            sqlx::query(statement)
+                .bind(written.version)
+                .bind(now)
+                .bind(written.stream)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
