@@ -29,6 +29,7 @@ use futures::{Stream, StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
+use tokio::time::MissedTickBehavior;
 
 use crate::names;
 use crate::store::{
@@ -326,33 +327,48 @@ async fn tail(
     mut position: i64,
 ) {
     let changes = store.changes();
+    // An interval, not a sleep made anew each time round: under a steady
+    // stream of commits a fresh sleep would never run out, and the poll is
+    // what moves an idle tailer on (see `advance`).
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut polled = true;
     loop {
-        match advance(&store, &live, position).await {
+        match advance(&store, &live, position, polled).await {
             Ok(next) => position = next,
             Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
         }
-        tokio::select! {
-            () = changes.notified() => {}
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        polled = tokio::select! {
+            () = changes.notified() => false,
+            _ = poll.tick() => true,
             () = closing(shutdown.clone()) => return,
-        }
+        };
     }
 }
 
 /// Publishes every event from `position` on; returns where to continue.
 ///
 /// With no feed open, reading every commit back from the store would only be
-/// thrown away: the tailer learns where the log ends instead, and continues
-/// from there. The head is read *before* the feeds are counted: a feed that
-/// subscribes after the count reads its history after that, so it sees every
-/// event up to the head, and the tailer publishes every one after. If a feed
-/// subscribed before the count, the tailer publishes from `position` as usual.
+/// thrown away, and so would reading the head at every commit (a query per
+/// batch beside the writer's, under load): at each poll the tailer learns
+/// where the log ends instead, and continues from there. The head is read
+/// *before* the feeds are counted: a feed that subscribes after the count
+/// reads its history after that, so it sees every event up to the head, and
+/// the tailer publishes every one after. Between polls `position` only
+/// falls behind the head, which is safe: a feed that subscribes then gets
+/// some events both from its history and from the tailer, and drops the
+/// repeats. If a feed subscribed before the count, the tailer publishes from
+/// `position` as usual.
 async fn advance(
     store: &SharedStore,
     live: &broadcast::Sender<LiveBatch>,
     position: i64,
+    polled: bool,
 ) -> Result<i64, StoreError> {
     if live.receiver_count() == 0 {
+        if !polled {
+            return Ok(position);
+        }
         let after_head = store.head().await? + 1;
         if live.receiver_count() == 0 {
             return Ok(after_head);
