@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -126,7 +127,8 @@ async fn append(
         .metrics
         .events_appended
         .inc_by(body.events.len() as u64);
-    let location = format!("/streams/{}?position={first}", stream_path(&stream));
+    let path = utf8_percent_encode(&stream, PATH_SEGMENT);
+    let location = format!("/streams/{path}?position={first}");
     Ok((
         StatusCode::CREATED,
         tag,
@@ -136,25 +138,16 @@ async fn append(
         .into_response())
 }
 
-/// A stream name as a path segment: percent-encodes what a URL path may not hold.
-fn stream_path(stream: &str) -> String {
-    stream
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z'
-            | b'a'..=b'z'
-            | b'0'..=b'9'
-            | b'-'
-            | b'.'
-            | b'_'
-            | b'~'
-            | b':'
-            | b'+'
-            | b'@' => char::from(b).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
+/// What a stream name may hold that a URL path segment may not: all but
+/// letters, digits and `-._~:+@`.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'+')
+    .remove(b'@');
 
 /// Which way a stream read goes.
 #[derive(Deserialize, ToSchema, Clone, Copy)]

@@ -68,6 +68,19 @@ async fn append_then_read_back(app: TestApp) {
         "{time}"
     );
     Uuid::parse_str(first["id"].as_str().unwrap()).unwrap();
+    // A name with characters a path segment may not hold is percent-encoded
+    // in `Location`, and the link leads back to the stream.
+    let odd = app
+        .append(
+            "caf%C3%A9:1%25+%40",
+            &json!({"type": "Opened", "data": {}}),
+            &[],
+        )
+        .await;
+    assert_eq!(odd.status(), StatusCode::CREATED);
+    let location = odd.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, "/streams/caf%C3%A9:1%25+@?position=0");
+    assert_eq!(app.get_json(&location).await["stream"], "café:1%+@");
 }
 
 async fn data_reads_back_as_the_exact_json_written(app: TestApp) {
