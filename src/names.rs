@@ -2,6 +2,7 @@
 //! cardinal ids and the consumer-group hash.
 
 use md5::{Digest, Md5};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest name, in bytes, of a stream, event type, consumer or correlation id.
 pub const MAX_NAME_BYTES: usize = 255;
@@ -10,8 +11,11 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub type NameError = String;
 
 /// Checks a stream name (the same rule serves event types and consumer names):
-/// 1–255 bytes of UTF-8 without whitespace, control characters, `/`, `?`, `#`,
-/// and not starting with `$`.
+/// 1–255 bytes of UTF-8 without whitespace, control characters, Unicode
+/// format characters (bidirectional overrides and zero-width characters,
+/// which make one name look like another in any UI or log), `/`, `?`, `#`;
+/// not starting with `$`, and not `.` or `..` (path segments that URL
+/// handling would resolve away).
 pub fn check_name(what: &str, name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(format!("{what} must be 1 to {MAX_NAME_BYTES} bytes long"));
@@ -19,11 +23,16 @@ pub fn check_name(what: &str, name: &str) -> Result<(), NameError> {
     if name.starts_with('$') {
         return Err(format!("{what} may not start with `$` (reserved)"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#'))
-    {
-        return Err(format!("{what} may not contain {c:?}"));
+    if name == "." || name == ".." {
+        return Err(format!("{what} may not be `.` or `..`"));
+    }
+    if let Some(c) = name.chars().find(|&c| {
+        c.is_whitespace()
+            || c.is_control()
+            || c.general_category() == GeneralCategory::Format
+            || matches!(c, '/' | '?' | '#')
+    }) {
+        return Err(format!("{what} may not contain {}", c.escape_unicode()));
     }
     Ok(())
 }

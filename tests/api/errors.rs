@@ -80,6 +80,10 @@ async fn bad_names_and_headers_are_400(app: TestApp) {
         "q%3Fmark",
         "hash%23",
         long.as_str(),
+        // Format characters: a right-to-left override, a zero-width space, a BOM.
+        "acc%E2%80%AEount-1",
+        "zero%E2%80%8Bwidth",
+        "%EF%BB%BFbom",
     ] {
         assert_problem(app.append(name, &e, &[]).await, StatusCode::BAD_REQUEST).await;
         assert_problem(
@@ -110,7 +114,50 @@ async fn bad_names_and_headers_are_400(app: TestApp) {
         StatusCode::BAD_REQUEST,
     )
     .await;
+    // `.` and `..` as names: a URL library would resolve them away, so these
+    // go over the socket as they are.
+    for path in [
+        "/streams/.",
+        "/streams/..",
+        "/streams/%2E%2E",
+        "/checkpoints/..",
+    ] {
+        let method = if path.starts_with("/checkpoints") {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let body = if method == "PUT" {
+            r#"{"position":0}"#
+        } else {
+            r#"{"type":"A","data":1}"#
+        };
+        let answer = raw_request(&app, method, path, body).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    let spoofing_type = event("Deposit\u{202E}ed", json!(1));
+    assert_problem(
+        app.append("t-1", &spoofing_type, &[]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert_nothing_written(&app).await;
+}
+
+/// Sends one request over a fresh connection exactly as given (no URL
+/// normalisation) and returns the start of the answer.
+async fn raw_request(app: &TestApp, method: &str, path: &str, body: &str) -> String {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let address = app.url.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    connection.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 async fn limits_are_413(app: TestApp) {
