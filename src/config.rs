@@ -46,6 +46,10 @@ pub struct Config {
     /// Most events in one append.
     #[arg(long, env = "CAIRN_MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,
+    /// How deeply an event's `data` or `metadata` may nest (`[[1]]` is 2):
+    /// deeper JSON could not be read back by most clients' parsers.
+    #[arg(long, env = "CAIRN_MAX_JSON_DEPTH", default_value_t = 128)]
+    pub max_json_depth: usize,
     /// Largest `limit` a read may ask for.
     #[arg(long, env = "CAIRN_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: i64,

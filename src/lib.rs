@@ -93,6 +93,7 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_batch_events: config.max_batch_events,
+            max_json_depth: config.max_json_depth,
             max_page_size: config.max_page_size,
             trace: store::TraceLimits {
                 max_depth: config.trace_max_depth,

@@ -41,6 +41,7 @@ fn check_consumer(consumer: &str) -> ApiResult<()> {
     responses(
         (status = 200, description = "Stored", body = Checkpoint),
         (status = 400, description = "Malformed body or name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The position is beyond the head of the log", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -54,6 +55,15 @@ async fn put_checkpoint(
     check_consumer(&consumer)?;
     if body.position < 0 {
         return Err(ApiError::BadRequest("position must be ≥ 0".into()));
+    }
+    // A checkpoint ahead of the log would silently skip every event up to
+    // it. The head never decreases, so one checked now stays valid.
+    let head = state.store.head().await?;
+    if body.position > head {
+        return Err(ApiError::Conflict(format!(
+            "position {} is beyond the head of the log ({head})",
+            body.position
+        )));
     }
     let stored = state.store.put_checkpoint(&consumer, body.position).await?;
     Ok(Json(stored.into()))

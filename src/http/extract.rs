@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, Limits};
 use crate::names;
 use crate::store::{Expected, NewEvent};
 
@@ -96,9 +96,63 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let JsonBytes(body) = JsonBytes::from_request(request, state).await?;
         serde_json::from_slice(&body)
-            .map(JsonBody)
+            .map(|JsonObject(value)| JsonBody(value))
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
+}
+
+/// A `T` read only from a JSON object. serde's derived structs also take a
+/// JSON array, field by field in order (`[5]` as `{"position": 5}`); API.md
+/// wants every field in its JSON type, so an array where an object belongs
+/// is a `400`.
+pub struct JsonObject<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(JsonObject)
+    }
+}
+
+/// Whether JSON containers in `json` nest deeper than `cap` (`[[1]]` is 2
+/// deep). serde_json skips over a raw value without a depth limit, and a
+/// value it stored that way could not be read back by most clients' parsers.
+fn nests_deeper_than(json: &str, cap: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > cap {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// One event as a client writes it.
@@ -125,10 +179,11 @@ pub struct EventWrite {
 /// Parses an append body: one event or a non-empty array of at most
 /// `max_events` events, each valid, with no id twice. Ids left out get a fresh
 /// UUIDv7.
-pub fn parse_events(body: &[u8], max_events: usize) -> Result<Vec<NewEvent>, ApiError> {
+pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiError> {
+    let max_events = limits.max_batch_events;
     let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid event JSON: {e}"));
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let inputs: Vec<EventWrite> = if first == Some(&b'[') {
+    let inputs: Vec<JsonObject<EventWrite>> = if first == Some(&b'[') {
         serde_json::from_slice(body).map_err(bad)?
     } else {
         vec![serde_json::from_slice(body).map_err(bad)?]
@@ -142,9 +197,20 @@ pub fn parse_events(body: &[u8], max_events: usize) -> Result<Vec<NewEvent>, Api
         )));
     }
     let mut events = Vec::with_capacity(inputs.len());
-    for (index, input) in inputs.into_iter().enumerate() {
+    for (index, JsonObject(input)) in inputs.into_iter().enumerate() {
         let at = |detail: String| ApiError::BadRequest(format!("event {index}: {detail}"));
         names::check_name("an event type", &input.event_type).map_err(at)?;
+        let cap = limits.max_json_depth;
+        let too_deep = nests_deeper_than(input.data.get(), cap)
+            || input
+                .metadata
+                .as_ref()
+                .is_some_and(|m| nests_deeper_than(m.get(), cap));
+        if too_deep {
+            return Err(at(format!(
+                "data and metadata may nest at most {cap} levels deep"
+            )));
+        }
         if let Some(metadata) = &input.metadata
             && !metadata.get().starts_with('{')
         {
@@ -300,6 +366,17 @@ impl<S: Send + Sync> FromRequestParts<S> for AcceptsJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_counts_containers_and_skips_strings() {
+        assert!(!nests_deeper_than("1", 0));
+        assert!(!nests_deeper_than("[[1]]", 2));
+        assert!(nests_deeper_than("[[1]]", 1));
+        assert!(nests_deeper_than(r#"{"a":[{}]}"#, 2));
+        assert!(!nests_deeper_than(r#"["[[[\"[[", {}]"#, 2));
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(nests_deeper_than(&deep, 128));
+    }
 
     #[test]
     fn version_tags() {

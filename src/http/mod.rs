@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most events in one append.
     pub max_batch_events: usize,
+    /// How deeply an event's `data` or `metadata` may nest.
+    pub max_json_depth: usize,
     /// Largest `limit` of a read.
     pub max_page_size: i64,
     /// How far a trace may reach.

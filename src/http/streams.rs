@@ -94,7 +94,7 @@ async fn append(
 ) -> ApiResult<Response> {
     check_stream(&stream)?;
     let expected = extract::expected_version(&headers)?;
-    let events = extract::parse_events(&body, state.limits.max_batch_events)?;
+    let events = extract::parse_events(&body, &state.limits)?;
     let request = AppendRequest {
         stream: stream.clone(),
         expected,

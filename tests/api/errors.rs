@@ -2,7 +2,7 @@
 //! (API.md, Errors).
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{TestApp, assert_problem, backend_tests, event};
@@ -51,6 +51,14 @@ async fn bad_bodies_are_400_and_write_nothing(app: TestApp) {
         json!([event("A", json!(1)), {"type": "B"}]),
         json!(42),
         json!(null),
+        // Positional arrays where an event (an object) belongs.
+        json!(["A", 1]),
+        json!([["A", 1]]),
+        json!({"type": 7, "data": 1}),
+        json!({"type": "A", "data": 1, "id": 5}),
+        // Deeper than the default cap of 128 levels, in data or in metadata.
+        json!({"type": "A", "data": nested(129)}),
+        json!({"type": "A", "data": 1, "metadata": {"m": nested(128)}}),
     ] {
         assert_problem(
             app.append("bad-1", &body, &[]).await,
@@ -66,7 +74,28 @@ async fn bad_bodies_are_400_and_write_nothing(app: TestApp) {
     ] {
         assert_problem(raw_post(&app, "bad-1", body).await, StatusCode::BAD_REQUEST).await;
     }
+    // A checkpoint and a snapshot: JSON types as documented, objects only.
+    for body in [
+        json!({"position": "5"}),
+        json!([5]),
+        json!({"position": 1.5}),
+    ] {
+        let answer = app
+            .client
+            .put(format!("{}/checkpoints/w-bad", app.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(answer, StatusCode::BAD_REQUEST).await;
+    }
+    assert_problem(app.get("/checkpoints/w-bad").await, StatusCode::NOT_FOUND).await;
     assert_nothing_written(&app).await;
+}
+
+/// An array nested `depth` levels deep: `nested(2)` is `[[0]]`.
+fn nested(depth: usize) -> Value {
+    (0..depth).fold(json!(0), |inner, _| json!([inner]))
 }
 
 async fn bad_names_and_headers_are_400(app: TestApp) {
@@ -192,6 +221,24 @@ async fn limits_are_413(app: TestApp) {
         app.append("big-1", &json!(batch), &[]).await.status(),
         StatusCode::CREATED
     );
+    // The depth cap: 128 levels are stored and read back; the cap is a flag.
+    let deepest = event("E", nested(128));
+    assert_eq!(
+        app.append("deep-1", &deepest, &[]).await.status(),
+        StatusCode::CREATED
+    );
+    // (The page around it adds three levels, past serde_json's own limit of
+    // 128, so the test looks for the data in the text.)
+    let read = app.get("/streams/deep-1").await.text().await.unwrap();
+    let data = format!(r#""data":{}"#, nested(128));
+    assert!(read.contains(&data), "{read}");
+    let shallow = app.sibling_with(&["--max-json-depth", "2"]).await;
+    let three = event("E", nested(3));
+    assert_problem(
+        shallow.append("deep-2", &three, &[]).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
 }
 
 async fn wrong_media_types_are_415_and_406(app: TestApp) {

@@ -406,6 +406,11 @@ async fn get_from(app: &TestApp, path: &str) -> reqwest::Response {
 
 async fn checkpoints_round_trip(app: TestApp) {
     assert_problem(app.get("/checkpoints/w-1").await, StatusCode::NOT_FOUND).await;
+    let batch: Vec<Value> = (0..42).map(|i| event("E", json!(i))).collect();
+    assert_eq!(
+        app.append("chk-all-1", &json!(batch), &[]).await.status(),
+        StatusCode::CREATED
+    );
     let put = |body: Value| {
         app.client
             .put(format!("{}/checkpoints/w-1", app.url))
@@ -420,6 +425,13 @@ async fn checkpoints_round_trip(app: TestApp) {
         (Some("w-1"), Some(41))
     );
     put(json!({"position": 42})).await.unwrap();
+    assert_eq!(app.get_json("/checkpoints/w-1").await["position"], 42);
+    // Beyond the head (42): a conflict, and the stored position stays.
+    assert_problem(
+        put(json!({"position": 43})).await.unwrap(),
+        StatusCode::CONFLICT,
+    )
+    .await;
     assert_eq!(app.get_json("/checkpoints/w-1").await["position"], 42);
     for bad in [
         json!({"position": -1}),
