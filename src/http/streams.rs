@@ -175,8 +175,9 @@ struct StreamReadParams {
     limit: Option<i64>,
     /// `forward` (default) or `backward`.
     direction: Option<DirectionParam>,
-    /// Only events with position ≤ N: the stream as it was at version N.
-    #[param(minimum = 0)]
+    /// Only events with position ≤ N: the stream as it was at version N
+    /// (`-1`: before its first event).
+    #[param(minimum = -1)]
     until_version: Option<i64>,
     /// Only events committed at or before this instant (RFC 3339).
     as_of: Option<DateTime<Utc>>,
@@ -257,10 +258,6 @@ async fn read_stream(
         )
         .await;
     }
-    let non_negative = |name: &str, value: Option<i64>| match value {
-        Some(v) if v < 0 => Err(ApiError::BadRequest(format!("{name} must be ≥ 0"))),
-        _ => Ok(value),
-    };
     let query = StreamQuery {
         stream: stream.clone(),
         position: feed::read_position(params.position, params.checkpoint.as_deref())?,
@@ -269,7 +266,12 @@ async fn read_stream(
             Some(DirectionParam::Backward) => Direction::Backward,
             _ => Direction::Forward,
         },
-        until_version: non_negative("until_version", params.until_version)?,
+        until_version: match params.until_version {
+            Some(version) if version < -1 => {
+                return Err(ApiError::BadRequest("until_version must be ≥ -1".into()));
+            }
+            version => version,
+        },
         as_of: params.as_of,
         from_snapshot: params.from_snapshot.unwrap_or(false),
     };
@@ -328,10 +330,10 @@ async fn stream_head(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct LastParams {
-    /// Only the last event of this type.
-    #[serde(rename = "type")]
+    /// Only the last event of this type; repeat for several (`type=A&type=B`).
+    #[serde(default, rename = "type")]
     #[param(rename = "type")]
-    event_type: Option<String>,
+    types: Vec<String>,
 }
 
 /// The last event of a stream, optionally the last of a type.
@@ -355,13 +357,10 @@ async fn last_event(
     Query(params): Query<LastParams>,
 ) -> ApiResult<Json<Event>> {
     check_stream(&stream)?;
-    if let Some(event_type) = &params.event_type {
+    for event_type in &params.types {
         names::check_name("an event type", event_type).map_err(ApiError::BadRequest)?;
     }
-    let event = state
-        .store
-        .last_event(&stream, params.event_type.as_deref())
-        .await?;
+    let event = state.store.last_event(&stream, &params.types).await?;
     event
         .map(|event| Json(event.into()))
         .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such event")))

@@ -29,7 +29,7 @@ pub trait Reads: Send + Sync {
     async fn last_event(
         &self,
         stream: &str,
-        event_type: Option<&str>,
+        types: &[String],
     ) -> Result<Option<RecordedEvent>, StoreError>;
     /// One event by id.
     async fn event(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError>;
@@ -84,14 +84,12 @@ impl<B: SqlBackend> Reads for B {
     async fn last_event(
         &self,
         stream: &str,
-        event_type: Option<&str>,
+        types: &[String],
     ) -> Result<Option<RecordedEvent>, StoreError> {
         let mut conn = connection(self).await?;
-        Ok(
-            fetch_events::<B>(&mut conn, last_event::<B>(stream, event_type))
-                .await?
-                .pop(),
-        )
+        Ok(fetch_events::<B>(&mut conn, last_event::<B>(stream, types))
+            .await?
+            .pop())
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -240,14 +238,15 @@ pub(super) fn global_events<B: SqlBackend>(query: &GlobalQuery, window_end: Opti
 }
 
 /// The last event of a stream, optionally of a type.
-pub(super) fn last_event<B: SqlBackend>(stream: &str, event_type: Option<&str>) -> Sql {
+pub(super) fn last_event<B: SqlBackend>(stream: &str, types: &[String]) -> Sql {
     let mut sql = Sql::new(&format!(
         "SELECT {} FROM events WHERE stream = ",
         event_columns::<B>()
     ));
     sql.bind(stream);
-    if let Some(event_type) = event_type {
-        sql.push(" AND type = ").bind(event_type);
+    if !types.is_empty() {
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        sql.push(" AND type IN ").bind_list(&types);
     }
     sql.push(" ORDER BY position DESC LIMIT 1");
     sql
@@ -328,7 +327,10 @@ pub(super) fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
         ),
         ("stream version", stream_version("s-1")),
         ("stream version at an instant", version_at::<B>("s-1", 0)),
-        ("last event of a type", last_event::<B>("s-1", Some("A"))),
+        (
+            "last event of a type",
+            last_event::<B>("s-1", &["A".into(), "B".into()]),
+        ),
         ("event by id", event_by_id::<B>(Uuid::nil())),
         ("stream list", stream_list::<B>("acc", Some("acc-1"), 100)),
         ("all", global_events::<B>(&global(Scope::All, false), None)),

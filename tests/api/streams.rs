@@ -320,6 +320,13 @@ async fn temporal_bounds(app: TestApp) {
     let page = app.get_json("/streams/t-1?until_version=4&limit=3").await;
     assert_eq!(page["version"], 9);
     assert_eq!(page["end"], false);
+    // -1: the stream before its first event, an empty page at its end.
+    let before = app.get_json("/streams/t-1?until_version=-1").await;
+    assert_eq!(before["events"], json!([]));
+    assert_eq!(
+        (before["version"].as_i64(), before["end"].as_bool()),
+        (Some(9), Some(true))
+    );
     let page = app
         .get_json("/streams/t-1?until_version=4&position=3")
         .await;
@@ -401,6 +408,19 @@ async fn head_conditional_get_and_last(app: TestApp) {
 
     assert_eq!(app.get_json("/streams/h-1/last").await["data"], 3);
     assert_eq!(app.get_json("/streams/h-1/last?type=A").await["data"], 2);
+    // `type` may repeat: the last event of either type.
+    assert_eq!(
+        app.get_json("/streams/h-1/last?type=A&type=Z").await["data"],
+        2
+    );
+    assert_eq!(
+        app.get_json("/streams/h-1/last?type=B&type=C").await["data"],
+        3
+    );
+    assert_eq!(
+        app.get_json("/streams/h-1/last?type=B&type=Z").await["data"],
+        1
+    );
     assert_problem(
         app.get("/streams/h-1/last?type=Z").await,
         StatusCode::NOT_FOUND,
