@@ -103,10 +103,30 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router,
         },
         metrics,
     };
-    let origins = config
-        .cors_origins
+    Ok((
+        http::app(state, cors_origins(&config.cors_origins)?),
+        shutdown,
+    ))
+}
+
+/// The CORS origins configured: none (CORS off), `*` alone (any origin), or
+/// a list of origins, each trimmed (`"http://a, http://b"` names two).
+fn cors_origins(configured: &[String]) -> anyhow::Result<http::CorsOrigins> {
+    let origins: Vec<&str> = configured
         .iter()
-        .map(|o| HeaderValue::from_str(o).with_context(|| format!("bad CORS origin {o:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((http::app(state, &origins), shutdown))
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    match origins.as_slice() {
+        [] => Ok(http::CorsOrigins::None),
+        ["*"] => Ok(http::CorsOrigins::Any),
+        list if list.contains(&"*") => {
+            anyhow::bail!("the CORS origin `*` allows every origin: give it alone")
+        }
+        list => list
+            .iter()
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("bad CORS origin {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(http::CorsOrigins::List),
+    }
 }

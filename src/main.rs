@@ -1,5 +1,7 @@
 //! The `cairn` binary: parse the configuration, open the store, serve.
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -12,8 +14,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Openapi => {
-            println!("{}", cairn::http::openapi().to_pretty_json()?);
-            Ok(())
+            let document = cairn::http::openapi().to_pretty_json()?;
+            // A reader that stops early (`cairn openapi | head`) is not an error.
+            match writeln!(std::io::stdout().lock(), "{document}") {
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+                _ => Ok(()),
+            }
         }
         Command::Serve(config) => serve(config).await,
     }
@@ -23,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Colour for a terminal only: in a file or a log collector the escape
+        // codes are noise.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let store = cairn::open_store(&config).await?;
     let (app, feeds) = cairn::app(&config, store).await?;

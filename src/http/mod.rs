@@ -101,9 +101,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
 }
 
+/// Which browser origins CORS lets in.
+#[derive(Debug, Clone)]
+pub enum CorsOrigins {
+    /// CORS off.
+    None,
+    /// Every origin (`*`).
+    Any,
+    /// These origins.
+    List(Vec<HeaderValue>),
+}
+
 /// The whole application: routes, docs, fallbacks and middleware.
-/// `cors_origins` empty leaves CORS off.
-pub fn app(state: AppState, cors_origins: &[HeaderValue]) -> Router {
+pub fn app(state: AppState, cors_origins: CorsOrigins) -> Router {
     let (routes, api) = api_router().split_for_parts();
     let mut router = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -115,10 +125,15 @@ pub fn app(state: AppState, cors_origins: &[HeaderValue]) -> Router {
             ApiError::Internal.into_response()
         }))
         .layer(TraceLayer::new_for_http());
-    if !cors_origins.is_empty() {
+    let allow_origin = match cors_origins {
+        CorsOrigins::None => None,
+        CorsOrigins::Any => Some(AllowOrigin::any()),
+        CorsOrigins::List(origins) => Some(AllowOrigin::list(origins)),
+    };
+    if let Some(allow_origin) = allow_origin {
         router = router.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(cors_origins.iter().cloned()))
+                .allow_origin(allow_origin)
                 .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT])
                 .allow_headers([
                     header::CONTENT_TYPE,

@@ -249,3 +249,61 @@ async fn idle_feeds_get_keep_alive_comments() {
         "the feed opens with retry: {seen:?}"
     );
 }
+
+/// `cairn openapi | head`: a reader that stops early ends the command
+/// quietly, not with a panic.
+#[test]
+fn openapi_into_a_closed_pipe_exits_cleanly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cairn starts");
+    // Closed before the document (smaller than a pipe's buffer) is written.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Logs written anywhere but a terminal carry no colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn starts");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.unwrap();
+        let serving = line.contains("cairn is serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("cairn is serving")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:?}");
+}

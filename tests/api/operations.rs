@@ -144,3 +144,37 @@ async fn a_lost_writer_connection_is_replaced_unseen() {
     assert_eq!(again.status(), StatusCode::CREATED);
     assert_eq!(app.get_json("/streams/kept-1").await["version"], 1);
 }
+
+/// CORS: `*` alone lets any origin in; a comma-separated list is trimmed, so
+/// every origin in it matches; an origin not listed gets no CORS headers.
+#[tokio::test]
+async fn cors_origins_any_and_listed() {
+    let app = TestApp::sqlite().await;
+    let allowed = |app: &TestApp, origin: &'static str| {
+        let request = app
+            .client
+            .get(format!("{}/health", app.url))
+            .header("origin", origin)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let header = response.headers().get("access-control-allow-origin");
+            header.map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    let any = app.sibling_with(&["--cors-origin", "*"]).await;
+    assert_eq!(allowed(&any, "http://x.test").await.as_deref(), Some("*"));
+    let listed = app
+        .sibling_with(&["--cors-origin", "http://a.test, http://b.test"])
+        .await;
+    assert_eq!(
+        allowed(&listed, "http://b.test").await.as_deref(),
+        Some("http://b.test")
+    );
+    assert_eq!(
+        allowed(&listed, "http://a.test").await.as_deref(),
+        Some("http://a.test")
+    );
+    assert_eq!(allowed(&listed, "http://c.test").await, None);
+    assert_eq!(allowed(&app, "http://a.test").await, None);
+}
