@@ -177,6 +177,11 @@ impl Feeds {
         Ok((Arc::new(feeds), FeedShutdown(closing)))
     }
 
+    /// How many feeds are open.
+    pub fn open_count(&self) -> usize {
+        self.max_feeds - self.permits.available_permits()
+    }
+
     /// The position right after the subject's last event (`position=end`).
     pub async fn end_position(&self, subject: &Subject) -> Result<i64, StoreError> {
         Ok(match subject {

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -12,8 +13,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// The route template (`/streams/{stream}`), never the raw path.
     pub route: String,
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method: a standard one or `other`, so no client can add series.
+    pub method: &'static str,
     /// The status code answered.
     pub status: String,
 }
@@ -29,6 +30,28 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// Feeds that fell behind the live buffer and went back to the store.
     pub feed_fallbacks: Counter,
+    /// Live feeds open now (set when scraped).
+    pub feeds_open: Gauge,
+    /// The store's pooled connections, open and idle (set when scraped).
+    pub store_connections: Gauge,
+    /// Those of them idle.
+    pub store_connections_idle: Gauge,
+}
+
+/// A request method as a label: one of the standard methods, else `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// Latency buckets from 0.25 ms to about 8 s.
@@ -44,6 +67,9 @@ impl Metrics {
         let events_appended = Counter::default();
         let store_errors = Counter::default();
         let feed_fallbacks = Counter::default();
+        let feeds_open = Gauge::default();
+        let store_connections = Gauge::default();
+        let store_connections_idle = Gauge::default();
         registry.register(
             "http_request_duration_seconds",
             "HTTP request latency by route, method and status",
@@ -60,22 +86,43 @@ impl Metrics {
             "Feeds that fell behind the live buffer and read the store again",
             feed_fallbacks.clone(),
         );
+        registry.register("feeds_open", "Live feeds open", feeds_open.clone());
+        registry.register(
+            "store_connections",
+            "The store's pooled database connections",
+            store_connections.clone(),
+        );
+        registry.register(
+            "store_connections_idle",
+            "The store's pooled database connections not in use",
+            store_connections_idle.clone(),
+        );
         Metrics {
             registry,
             requests,
             events_appended,
             store_errors,
             feed_fallbacks,
+            feeds_open,
+            store_connections,
+            store_connections_idle,
         }
     }
 
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the OpenMetrics text format (served as
+    /// [`Metrics::CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+impl Metrics {
+    /// The media type of [`Metrics::render`]'s text.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
 }
 
 impl Default for Metrics {

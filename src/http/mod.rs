@@ -156,7 +156,7 @@ async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let response = next.run(request).await;
     if response.extensions().get::<StoreFailure>().is_some() {
         metrics.store_errors.inc();

@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::error::{ApiResult, Problem};
+use crate::metrics::Metrics;
 
 /// The operations routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -45,14 +46,21 @@ async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain"))
+    responses((status = 200, description = "Metrics in the OpenMetrics text format, which Prometheus reads", body = String, content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let metrics = &state.metrics;
+    metrics.feeds_open.set(gauge(state.feeds.open_count()));
+    let pool = state.store.pool_use();
+    metrics.store_connections.set(gauge(pool.open));
+    metrics.store_connections_idle.set(gauge(pool.idle));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
+        metrics.render(),
     )
+}
+
+/// A count as a gauge's value.
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }

@@ -24,6 +24,15 @@ pub struct ReadStatement {
     pub arguments: Vec<String>,
 }
 
+/// The store's connection pool at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUse {
+    /// Connections open.
+    pub open: usize,
+    /// Those of them not in use.
+    pub idle: usize,
+}
+
 /// Looking at the store itself.
 #[async_trait]
 pub trait Diagnostics: Send + Sync {
@@ -32,6 +41,8 @@ pub trait Diagnostics: Send + Sync {
     fn read_statements(&self) -> Vec<ReadStatement>;
     /// Whether the store answers and takes appends.
     async fn health(&self) -> Result<(), StoreError>;
+    /// How many of the store's pooled connections are open and idle now.
+    fn pool_use(&self) -> PoolUse;
     /// Diagnostics: the database's plan for every read statement, by name,
     /// with full scans discouraged; tests check that an index serves each.
     async fn query_plans(&self) -> Result<Vec<(&'static str, Vec<String>)>, StoreError>;
@@ -47,6 +58,14 @@ impl<B: SqlBackend> Diagnostics for B {
             text: sql.text,
         };
         statements.map(read_statement).collect()
+    }
+
+    fn pool_use(&self) -> PoolUse {
+        let pool = &self.parts().pool;
+        PoolUse {
+            open: pool.size() as usize,
+            idle: pool.num_idle(),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip(self))]

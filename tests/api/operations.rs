@@ -34,6 +34,43 @@ async fn health_metrics_and_docs(app: TestApp) {
         "{metrics}"
     );
 
+    // Labels come from a closed set: made-up methods and paths add no series.
+    for n in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("M{n}X").as_bytes()).unwrap();
+        let url = format!("{}/made-up-{n}", app.url);
+        app.client.request(method, url).send().await.unwrap();
+    }
+    let feed = app
+        .client
+        .get(format!("{}/all?position=end", app.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let scraped = app.get("/metrics").await;
+    assert_eq!(
+        scraped.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let metrics = scraped.text().await.unwrap();
+    assert!(
+        !metrics.contains("M0X") && !metrics.contains("made-up"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"route="unmatched",method="other",status="404"} 20"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cairn_feeds_open 1\n"), "{metrics}");
+    assert!(metrics.contains("cairn_store_connections "), "{metrics}");
+    assert!(
+        metrics.contains("cairn_store_connections_idle "),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    drop(feed);
+
     let served = app.get_json("/openapi.json").await;
     assert_eq!(
         served,
