@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Print the OpenAPI document (regenerate the committed copy with
     /// `cargo run -- openapi > openapi/openapi.json`).
     Openapi,
@@ -68,6 +68,19 @@ pub struct Config {
     /// Batches of live events kept for feeds; a feed further behind reads the store.
     #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = 1024)]
     pub live_buffer: usize,
+    /// Seconds a request's header section may take to arrive; also how long
+    /// a kept-alive connection may sit idle.
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a whole request (not a feed's stream) may take: `408` past it.
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Most connections open at once; past it, new ones wait to be accepted.
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds shutdown waits for requests under way before closing them.
+    #[arg(long, env = "CAIRN_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
     /// Database connections in the pool.
     #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod names;
 pub mod store;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +27,11 @@ use axum::http::HeaderValue;
 
 use config::Config;
 use feed::{FeedShutdown, Feeds};
+use http::server::ServerLimits;
 use http::{AppState, Limits};
 use metrics::Metrics;
 use store::SharedStore;
+use tokio::net::TcpListener;
 
 /// Opens the store the configuration names: Postgres for a `postgres://` URL,
 /// SQLite for a `sqlite:` URL, and with no URL the embedded SQLite store in
@@ -75,9 +78,35 @@ fn redact_password(url: &str) -> String {
     }
 }
 
-/// The application over a store, configured, with the handle that ends its
-/// live feeds at shutdown.
-pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router, FeedShutdown)> {
+/// The application over a store, configured: what [`App::serve`] serves.
+pub struct App {
+    /// The routes and middleware.
+    pub router: Router,
+    /// Ends the live feeds at shutdown.
+    pub feeds: FeedShutdown,
+    /// How the server treats connections.
+    pub limits: ServerLimits,
+    /// The metrics, for the count of open connections.
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// Serves on `listener` until `shutdown` resolves; then ends the feeds
+    /// and lets requests under way finish within the grace period.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let feeds = self.feeds;
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending feeds, finishing requests");
+            feeds.close();
+        };
+        let open = self.metrics.connections_open.clone();
+        http::server::serve(listener, self.router, &self.limits, open, shutdown).await;
+    }
+}
+
+/// Builds the application over a store from the configuration.
+pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
     let metrics = Arc::new(Metrics::new());
     let fallbacks = metrics.feed_fallbacks.clone();
     let (feeds, shutdown) = Feeds::start(
@@ -100,13 +129,20 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<(Router,
                 max_events: config.trace_max_events,
             },
             keep_alive: Duration::from_secs(config.keep_alive_secs),
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+        },
+        metrics: metrics.clone(),
+    };
+    Ok(App {
+        router: http::app(state, cors_origins(&config.cors_origins)?),
+        feeds: shutdown,
+        limits: ServerLimits {
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            max_connections: config.max_connections,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         },
         metrics,
-    };
-    Ok((
-        http::app(state, cors_origins(&config.cors_origins)?),
-        shutdown,
-    ))
+    })
 }
 
 /// The CORS origins configured: none (CORS off), `*` alone (any origin), or

@@ -12,7 +12,7 @@ use cairn::config::{Cli, Command, Config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Openapi => {
             let document = cairn::http::openapi().to_pretty_json()?;
             // A reader that stops early (`cairn openapi | head`) is not an error.
@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
                 _ => Ok(()),
             }
         }
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
     }
 }
 
@@ -34,21 +34,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let store = cairn::open_store(&config).await?;
-    let (app, feeds) = cairn::app(&config, store).await?;
+    let app = cairn::app(&config, store).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "cairn is serving");
-    // A make-service that clones the router per connection (an `Arc`), where
-    // serving the `Router` itself rebuilds its route tables for every
-    // connection: about 17 KB held by each open feed.
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: ending feeds, finishing requests");
-            feeds.close();
-        })
-        .await?;
+    app.serve(listener, shutdown_signal()).await;
     tracing::info!("cairn has stopped");
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub feed_fallbacks: Counter,
     /// Live feeds open now (set when scraped).
     pub feeds_open: Gauge,
+    /// HTTP connections open now.
+    pub connections_open: Gauge,
     /// The store's pooled connections, open and idle (set when scraped).
     pub store_connections: Gauge,
     /// Those of them idle.
@@ -68,6 +70,7 @@ impl Metrics {
         let store_errors = Counter::default();
         let feed_fallbacks = Counter::default();
         let feeds_open = Gauge::default();
+        let connections_open = Gauge::default();
         let store_connections = Gauge::default();
         let store_connections_idle = Gauge::default();
         registry.register(
@@ -88,6 +91,11 @@ impl Metrics {
         );
         registry.register("feeds_open", "Live feeds open", feeds_open.clone());
         registry.register(
+            "connections_open",
+            "HTTP connections open",
+            connections_open.clone(),
+        );
+        registry.register(
             "store_connections",
             "The store's pooled database connections",
             store_connections.clone(),
@@ -104,6 +112,7 @@ impl Metrics {
             store_errors,
             feed_fallbacks,
             feeds_open,
+            connections_open,
             store_connections,
             store_connections_idle,
         }

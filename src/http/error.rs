@@ -48,6 +48,9 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request took longer than the configured deadline.
+    #[error("the request was not received and answered within {0} s")]
+    RequestTimeout(u64),
     /// The store is down: retry later.
     #[error("the store is unavailable; retry later")]
     Unavailable,
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::WrongVersion { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable | ApiError::TooManyFeeds(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::WrongVersion { .. } => "wrong-expected-version",
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::Unavailable => "store-unavailable",
             ApiError::TooManyFeeds(_) => "too-many-feeds",
             ApiError::Internal => "internal",

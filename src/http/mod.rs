@@ -27,6 +27,7 @@ pub mod extract;
 mod feed;
 mod global;
 mod ops;
+pub mod server;
 mod snapshots;
 mod streams;
 mod trace;
@@ -49,6 +50,8 @@ pub struct Limits {
     pub trace: TraceLimits,
     /// How often an idle feed gets a keep-alive comment.
     pub keep_alive: std::time::Duration,
+    /// How long a whole request may take (a feed: until its answer starts).
+    pub request_timeout: std::time::Duration,
 }
 
 /// What every handler shares.
@@ -120,6 +123,10 @@ pub fn app(state: AppState, cors_origins: CorsOrigins) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.limits.request_timeout,
+            within_deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
@@ -146,6 +153,27 @@ pub fn app(state: AppState, cors_origins: CorsOrigins) -> Router {
         );
     }
     router.with_state(state)
+}
+
+/// Answers `408` (and closes the connection) when a request, body included,
+/// takes longer than its deadline. A feed's answer starts at once, so its
+/// stream is not cut. An append cut off this way may still commit: a client
+/// retries it with the same event ids, which makes the retry safe.
+async fn within_deadline(
+    State(deadline): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::RequestTimeout(deadline.as_secs()).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 /// Records each request's latency by route and status, and store failures.

@@ -307,3 +307,38 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     );
     assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:?}");
 }
+
+/// SIGTERM ends the process within the grace period even while a client
+/// holds a half-sent request and another an open feed.
+#[tokio::test]
+async fn shutdown_is_bounded_despite_stuck_clients() {
+    use tokio::io::AsyncWriteExt;
+    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = data_dir.path().to_str().unwrap();
+    let mut server =
+        Server::start_with(&["--data-dir", data_dir, "--shutdown-grace-secs", "1"]).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stuck = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stuck
+        .write_all(
+            b"POST /streams/stuck-1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let feed = reqwest::Client::new()
+        .get(format!("{}/all", server.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let clean = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(clean, "cairn exited cleanly");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    drop(stuck);
+}

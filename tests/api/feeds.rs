@@ -292,13 +292,15 @@ async fn shutdown_ends_feeds_and_last_event_id_resumes(app: TestApp) {
     append_n(&app, "bye-1", 0..2).await;
     let mut feed = open(&app, "/streams/bye-1", &[]).await;
     let before = read_until(&mut feed, caught_up).await;
-    app.feeds.close();
+    app.shut_down();
     let ended = tokio::time::timeout(PATIENCE, feed.next())
         .await
         .expect("the feed ends");
     assert!(ended.is_none(), "the feed ended cleanly: {ended:?}");
-    // Written while the client was away; the reconnect picks up exactly there.
-    append_n(&app, "bye-1", 2..4).await;
+    // Written (through another instance: this one has stopped) while the
+    // client was away; the reconnect picks up exactly there.
+    let other = app.sibling().await;
+    append_n(&other, "bye-1", 2..4).await;
     let last = before
         .iter()
         .rev()
@@ -306,7 +308,6 @@ async fn shutdown_ends_feeds_and_last_event_id_resumes(app: TestApp) {
         .unwrap()
         .id
         .clone();
-    let other = app.sibling().await;
     let mut again = open(&other, "/streams/bye-1", &[("last-event-id", &last)]).await;
     assert_eq!(
         data_of(&read_until(&mut again, caught_up).await),

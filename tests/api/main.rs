@@ -5,6 +5,7 @@ mod common;
 
 mod binary;
 mod concurrency;
+mod deadlines;
 mod errors;
 mod feeds;
 mod global;

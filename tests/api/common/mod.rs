@@ -6,7 +6,6 @@ use std::any::Any;
 use std::sync::Arc;
 
 use cairn::config::Config;
-use cairn::feed::FeedShutdown;
 use cairn::store::SharedStore;
 use clap::Parser;
 use reqwest::{Response, StatusCode};
@@ -20,8 +19,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The URL of its store, for siblings with other settings.
     pub database_url: String,
-    /// Ends its live feeds, as a graceful shutdown does.
-    pub feeds: FeedShutdown,
+    /// Starts its graceful shutdown (taken by the first call).
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Its store, for the tests that look below the API.
     pub store: SharedStore,
     /// Keeps the database alive (and drops it after the test).
@@ -90,19 +89,30 @@ impl TestApp {
     /// Starts the app on a free port.
     async fn serve(config: Config, database: Arc<dyn Any + Send + Sync>) -> TestApp {
         let store = cairn::open_store(&config).await.expect("store opens");
-        let (app, feeds) = cairn::app(&config, store.clone())
+        let app = cairn::app(&config, store.clone())
             .await
             .expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
         TestApp {
             url,
             client: reqwest::Client::new(),
             database_url: config.database_url.clone().expect("tests name their store"),
-            feeds,
+            stop: std::sync::Mutex::new(Some(stop)),
             store,
             database,
+        }
+    }
+
+    /// Shuts the server down as SIGTERM does: no new connections, feeds
+    /// ended, requests under way finished within the grace period.
+    pub fn shut_down(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(());
         }
     }
 

@@ -1,0 +1,103 @@
+//! Deadlines and the connection cap, at the socket (API.md, Limits and
+//! deadlines). The limits here are a second or two so the tests are quick;
+//! the defaults are in the README.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::TestApp;
+
+/// Connects to a test server.
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or `patience` runs out);
+/// what it sent, and how long that took.
+async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(patience, stream.read_to_end(&mut answer)).await;
+    assert!(
+        closed.is_ok(),
+        "the server kept the connection open for {patience:?}"
+    );
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// A client that never finishes its header section, or never sends a byte,
+/// is disconnected after the header deadline.
+#[tokio::test]
+async fn unfinished_headers_and_silent_sockets_are_closed() {
+    let app = TestApp::sqlite().await;
+    let app = app.sibling_with(&["--header-timeout-secs", "1"]).await;
+    let mut partial = connect(&app).await;
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHost: cairn\r\n")
+        .await
+        .unwrap();
+    let mut silent = connect(&app).await;
+    let (_, waited) = read_until_closed(&mut partial, Duration::from_secs(5)).await;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    // Meanwhile the server answers everyone else.
+    assert_eq!(app.get_json("/health").await["status"], "ok");
+}
+
+/// A request whose body never arrives in full gets `408` as a problem and
+/// the connection is closed.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408() {
+    let app = TestApp::sqlite().await;
+    let app = app.sibling_with(&["--request-timeout-secs", "1"]).await;
+    let mut slow = connect(&app).await;
+    slow.write_all(
+        b"POST /streams/slow-1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    assert_eq!(
+        app.get("/streams/slow-1").await.status(),
+        reqwest::StatusCode::NOT_FOUND
+    );
+}
+
+/// Past the connection cap a new connection waits; it is served as soon as
+/// another one closes.
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_wait() {
+    let app = TestApp::sqlite().await;
+    let app = app.sibling_with(&["--max-connections", "2"]).await;
+    let first = connect(&app).await;
+    let second = connect(&app).await;
+    let mut third = connect(&app).await;
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "the third connection was served past the cap"
+    );
+    drop(first);
+    let (answer, _) = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(second);
+}
