@@ -32,7 +32,7 @@ impl PostgresStore {
         let options = session_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(UNAVAILABLE_AFTER)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
@@ -169,8 +169,10 @@ pub const LOAD_BATCH_STATE: &str = "SELECT 'v', stream, version, 0::bigint, NULL
              FROM (SELECT 1) AS one LEFT JOIN \
              (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last ON true";
 
-/// How long the writer waits to (re)connect before answering 503.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a database it cannot reach (a pooled
+/// connection, or the writer's reconnection) before it is answered 503:
+/// API.md allows 2 s.
+const UNAVAILABLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Begins a write transaction and takes the store-wide write lock, in one
 /// round trip (a simple query may hold several statements). The lock's key,
@@ -207,7 +209,7 @@ impl WriteStatements for PgWrites {
             }
         }
         let mut conn =
-            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+            tokio::time::timeout(UNAVAILABLE_AFTER, PgConnection::connect_with(&self.options))
                 .await
                 .map_err(|_| StoreError::Unavailable("connecting timed out".into()))?
                 .map_err(unavailable)?;

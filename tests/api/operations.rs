@@ -127,6 +127,8 @@ async fn store_outage_is_503_then_recovers() {
     );
     admin.execute(kill.as_str()).await.unwrap();
 
+    // Each answer comes within API.md's 2 s (and a little for the machine).
+    let started = std::time::Instant::now();
     let health = app.get("/health").await;
     assert!(
         health.headers().contains_key("retry-after"),
@@ -134,13 +136,30 @@ async fn store_outage_is_503_then_recovers() {
         health.status()
     );
     assert_problem(health, StatusCode::SERVICE_UNAVAILABLE).await;
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(2500),
+        "/health took {waited:?}"
+    );
+    let started = std::time::Instant::now();
     let write = app.append("up-1", &event("B", json!(2)), &[]).await;
     assert_problem(write, StatusCode::SERVICE_UNAVAILABLE).await;
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(2500),
+        "the append took {waited:?}"
+    );
+    let started = std::time::Instant::now();
     assert_problem(
         app.get("/streams/up-1").await,
         StatusCode::SERVICE_UNAVAILABLE,
     )
     .await;
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_millis(2500),
+        "the read took {waited:?}"
+    );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(!metrics.contains("cairn_store_errors_total 0"), "{metrics}");
 
