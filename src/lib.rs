@@ -134,7 +134,13 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         metrics: metrics.clone(),
     };
     Ok(App {
-        router: http::app(state, cors_origins(&config.cors_origins)?),
+        // Nothing authenticates requests yet: on a loopback listener, only
+        // requests addressed to a loopback name are answered.
+        router: http::app(
+            state,
+            cors_origins(&config.cors_origins)?,
+            config.listen.ip().is_loopback(),
+        ),
         feeds: shutdown,
         limits: ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),

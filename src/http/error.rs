@@ -48,6 +48,10 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The `Host` is not a loopback name, on a loopback listener without
+    /// authentication: a web page reaching a local server by DNS rebinding.
+    #[error("this server answers only to localhost, 127.0.0.1 or [::1], not {0:?}")]
+    MisdirectedHost(String),
     /// The request took longer than the configured deadline.
     #[error("the request was not received and answered within {0} s")]
     RequestTimeout(u64),
@@ -79,6 +83,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Unavailable | ApiError::TooManyFeeds(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +101,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::RequestTimeout(_) => "request-timeout",
+            ApiError::MisdirectedHost(_) => "misdirected-host",
             ApiError::Unavailable => "store-unavailable",
             ApiError::TooManyFeeds(_) => "too-many-feeds",
             ApiError::Internal => "internal",

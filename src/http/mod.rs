@@ -116,7 +116,9 @@ pub enum CorsOrigins {
 }
 
 /// The whole application: routes, docs, fallbacks and middleware.
-pub fn app(state: AppState, cors_origins: CorsOrigins) -> Router {
+/// `loopback_only`: answer only requests addressed to a loopback name (see
+/// [`loopback_host`]).
+pub fn app(state: AppState, cors_origins: CorsOrigins, loopback_only: bool) -> Router {
     let (routes, api) = api_router().split_for_parts();
     let mut router = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -152,7 +154,33 @@ pub fn app(state: AppState, cors_origins: CorsOrigins) -> Router {
                 .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER]),
         );
     }
+    if loopback_only {
+        router = router.layer(middleware::from_fn(loopback_host));
+    }
     router.with_state(state)
+}
+
+/// Refuses a request whose `Host` is not `localhost`, `127.0.0.1` or
+/// `[::1]` (with or without a port). A server on a loopback address without
+/// authentication trusts whoever can reach it; a web page can reach it too,
+/// through a name of its own that it re-points at 127.0.0.1 (DNS rebinding),
+/// but then the `Host` it sends is that name.
+async fn loopback_host(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host.as_str(),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]";
+    if loopback {
+        next.run(request).await
+    } else {
+        ApiError::MisdirectedHost(host).into_response()
+    }
 }
 
 /// Answers `408` (and closes the connection) when a request, body included,

@@ -321,7 +321,7 @@ async fn shutdown_is_bounded_despite_stuck_clients() {
     let mut stuck = tokio::net::TcpStream::connect(&address).await.unwrap();
     stuck
         .write_all(
-            b"POST /streams/stuck-1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+            b"POST /streams/stuck-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n{",
         )
         .await

@@ -40,7 +40,7 @@ async fn unfinished_headers_and_silent_sockets_are_closed() {
     let app = app.sibling_with(&["--header-timeout-secs", "1"]).await;
     let mut partial = connect(&app).await;
     partial
-        .write_all(b"GET /health HTTP/1.1\r\nHost: cairn\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let mut silent = connect(&app).await;
@@ -62,7 +62,7 @@ async fn a_body_that_never_arrives_is_408() {
     let app = app.sibling_with(&["--request-timeout-secs", "1"]).await;
     let mut slow = connect(&app).await;
     slow.write_all(
-        b"POST /streams/slow-1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+        b"POST /streams/slow-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Content-Length: 100\r\n\r\n{\"type\":",
     )
     .await
@@ -87,7 +87,7 @@ async fn past_the_connection_cap_new_connections_wait() {
     let second = connect(&app).await;
     let mut third = connect(&app).await;
     third
-        .write_all(b"GET /health HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut byte = [0u8; 1];

@@ -177,7 +177,7 @@ async fn bad_names_and_headers_are_400(app: TestApp) {
 /// normalisation) and returns the start of the answer.
 async fn raw_request(app: &TestApp, method: &str, path: &str, body: &str) -> String {
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -195,7 +195,7 @@ async fn limits_are_413(app: TestApp) {
     // reads the answer, so this speaks HTTP by hand and sends headers only.)
     let declared = 4 * 1024 * 1024 + 1;
     let head = format!(
-        "POST /streams/big-1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
+        "POST /streams/big-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {declared}\r\n\r\n"
     );
     let address = app.url.trim_start_matches("http://");

@@ -234,3 +234,44 @@ async fn cors_origins_any_and_listed() {
     assert_eq!(allowed(&listed, "http://c.test").await, None);
     assert_eq!(allowed(&app, "http://a.test").await, None);
 }
+
+/// On a loopback listener with nothing authenticating requests, only
+/// requests addressed to a loopback name are answered: a web page that
+/// re-points a name of its own at 127.0.0.1 (DNS rebinding) is refused.
+#[tokio::test]
+async fn loopback_listener_answers_only_loopback_names() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::sqlite().await;
+    let port = app.url.rsplit(':').next().unwrap().to_owned();
+    let status_for = |host: String| {
+        let address = app.url.trim_start_matches("http://").to_owned();
+        async move {
+            let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+            let request =
+                format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            connection.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            connection.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    for host in [
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let answer = status_for(host.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+    for host in [
+        format!("rebind.example:{port}"),
+        "127.0.0.1.nip.io".to_owned(),
+        "localhost.evil.example".to_owned(),
+    ] {
+        let answer = status_for(host.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 421"), "{host}: {answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+    }
+}
