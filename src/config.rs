@@ -53,6 +53,10 @@ pub struct Config {
     /// Largest `limit` a read may ask for.
     #[arg(long, env = "CAIRN_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: i64,
+    /// A page of events (and a feed's read of the store) stops once its
+    /// events hold this many bytes; a page always holds at least one event.
+    #[arg(long, env = "CAIRN_MAX_PAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_page_bytes: usize,
     /// Most levels of causes, and of effects, a trace follows.
     #[arg(long, env = "CAIRN_TRACE_MAX_DEPTH", default_value_t = 1000)]
     pub trace_max_depth: usize,

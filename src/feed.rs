@@ -139,12 +139,26 @@ impl FeedShutdown {
     }
 }
 
+/// How many feeds, and how much they may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedLimits {
+    /// Most feeds open at once.
+    pub max_feeds: usize,
+    /// Batches the broadcast keeps before a slow feed loses its place.
+    pub live_buffer: usize,
+    /// The byte budget of each page read from the store, by a feed's
+    /// catch-up and by the tailer.
+    pub page_bytes: usize,
+}
+
 /// The live side of the store: the tailer's broadcast and the open feeds.
 pub struct Feeds {
     store: SharedStore,
     live: broadcast::Sender<LiveBatch>,
     permits: Arc<Semaphore>,
     max_feeds: usize,
+    /// The byte budget of each page read from the store.
+    page_bytes: usize,
     shutdown: watch::Receiver<bool>,
     /// Feeds that fell behind the live buffer and went back to the store.
     fallbacks: Counter,
@@ -158,19 +172,24 @@ impl Feeds {
     /// later, events committed in between would never be published.
     pub async fn start(
         store: SharedStore,
-        max_feeds: usize,
-        live_buffer: usize,
+        limits: FeedLimits,
         fallbacks: Counter,
     ) -> Result<(Arc<Feeds>, FeedShutdown), StoreError> {
         let from = store.head().await? + 1;
-        let (live, _) = broadcast::channel(live_buffer.max(1));
+        let (live, _) = broadcast::channel(limits.live_buffer.max(1));
         let (closing, shutdown) = watch::channel(false);
-        tokio::spawn(tail(store.clone(), live.clone(), shutdown.clone(), from));
+        let tailer = Tailer {
+            store: store.clone(),
+            live: live.clone(),
+            page_bytes: limits.page_bytes,
+        };
+        tokio::spawn(tailer.run(shutdown.clone(), from));
         let feeds = Feeds {
             store,
             live,
-            permits: Arc::new(Semaphore::new(max_feeds)),
-            max_feeds,
+            permits: Arc::new(Semaphore::new(limits.max_feeds)),
+            max_feeds: limits.max_feeds,
+            page_bytes: limits.page_bytes,
             shutdown,
             fallbacks,
         };
@@ -297,6 +316,7 @@ impl Feed {
                     stream: stream.clone(),
                     position: Some(self.next),
                     limit: PAGE,
+                    max_bytes: self.feeds.page_bytes,
                     direction: Direction::Forward,
                     until_version: None,
                     as_of: None,
@@ -310,6 +330,7 @@ impl Feed {
                     scope: scope.clone(),
                     position: self.next,
                     limit: PAGE,
+                    max_bytes: self.feeds.page_bytes,
                     filter: filter.clone(),
                 };
                 let page = store.read_global(&query).await?;
@@ -323,86 +344,85 @@ impl Feed {
     }
 }
 
-/// Follows the global log from `position` and publishes it, page by page, to
-/// every feed.
-async fn tail(
+/// The one task that follows the global log and publishes it to every feed.
+struct Tailer {
     store: SharedStore,
     live: broadcast::Sender<LiveBatch>,
-    shutdown: watch::Receiver<bool>,
-    mut position: i64,
-) {
-    let changes = store.changes();
-    // An interval, not a sleep made anew each time round: under a steady
-    // stream of commits a fresh sleep would never run out, and the poll is
-    // what moves an idle tailer on (see `advance`).
-    let mut poll = tokio::time::interval(POLL_INTERVAL);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut polled = true;
-    loop {
-        match advance(&store, &live, position, polled).await {
-            Ok(next) => position = next,
-            Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
-        }
-        polled = tokio::select! {
-            () = changes.notified() => false,
-            _ = poll.tick() => true,
-            () = closing(shutdown.clone()) => return,
-        };
-    }
+    /// The byte budget of each page it reads.
+    page_bytes: usize,
 }
 
-/// Publishes every event from `position` on; returns where to continue.
-///
-/// With no feed open, reading every commit back from the store would only be
-/// thrown away, and so would reading the head at every commit (a query per
-/// batch beside the writer's, under load): at each poll the tailer learns
-/// where the log ends instead, and continues from there. The head is read
-/// *before* the feeds are counted: a feed that subscribes after the count
-/// reads its history after that, so it sees every event up to the head, and
-/// the tailer publishes every one after. Between polls `position` only
-/// falls behind the head, which is safe: a feed that subscribes then gets
-/// some events both from its history and from the tailer, and drops the
-/// repeats. If a feed subscribed before the count, the tailer publishes from
-/// `position` as usual.
-async fn advance(
-    store: &SharedStore,
-    live: &broadcast::Sender<LiveBatch>,
-    position: i64,
-    polled: bool,
-) -> Result<i64, StoreError> {
-    if live.receiver_count() == 0 {
-        if !polled {
-            return Ok(position);
-        }
-        let after_head = store.head().await? + 1;
-        if live.receiver_count() == 0 {
-            return Ok(after_head);
+impl Tailer {
+    /// Follows the global log from `position` and publishes it, page by page, to
+    /// every feed.
+    async fn run(self, shutdown: watch::Receiver<bool>, mut position: i64) {
+        let changes = self.store.changes();
+        // An interval, not a sleep made anew each time round: under a steady
+        // stream of commits a fresh sleep would never run out, and the poll is
+        // what moves an idle tailer on (see `advance`).
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut polled = true;
+        loop {
+            match self.advance(position, polled).await {
+                Ok(next) => position = next,
+                Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
+            }
+            polled = tokio::select! {
+                () = changes.notified() => false,
+                _ = poll.tick() => true,
+                () = closing(shutdown.clone()) => return,
+            };
         }
     }
-    publish_from(store, live, position).await
-}
 
-/// Publishes every event from `position` on, page by page.
-async fn publish_from(
-    store: &SharedStore,
-    live: &broadcast::Sender<LiveBatch>,
-    mut position: i64,
-) -> Result<i64, StoreError> {
-    loop {
-        let query = GlobalQuery {
-            scope: Scope::All,
-            position,
-            limit: PAGE,
-            filter: Filter::default(),
-        };
-        let page = store.read_global(&query).await?;
-        if !page.events.is_empty() {
-            // No receivers is fine: nobody is listening yet.
-            let _ = live.send(page.events.into_iter().map(SharedEvent::new).collect());
+    /// Publishes every event from `position` on; returns where to continue.
+    ///
+    /// With no feed open, reading every commit back from the store would only be
+    /// thrown away, and so would reading the head at every commit (a query per
+    /// batch beside the writer's, under load): at each poll the tailer learns
+    /// where the log ends instead, and continues from there. The head is read
+    /// *before* the feeds are counted: a feed that subscribes after the count
+    /// reads its history after that, so it sees every event up to the head, and
+    /// the tailer publishes every one after. Between polls `position` only
+    /// falls behind the head, which is safe: a feed that subscribes then gets
+    /// some events both from its history and from the tailer, and drops the
+    /// repeats. If a feed subscribed before the count, the tailer publishes from
+    /// `position` as usual.
+    async fn advance(&self, position: i64, polled: bool) -> Result<i64, StoreError> {
+        if self.live.receiver_count() == 0 {
+            if !polled {
+                return Ok(position);
+            }
+            let after_head = self.store.head().await? + 1;
+            if self.live.receiver_count() == 0 {
+                return Ok(after_head);
+            }
         }
-        position = page.next_position;
-        if page.end {
-            return Ok(position);
+        self.publish_from(position).await
+    }
+
+    /// Publishes every event from `position` on, page by page.
+    async fn publish_from(&self, mut position: i64) -> Result<i64, StoreError> {
+        loop {
+            let query = GlobalQuery {
+                scope: Scope::All,
+                position,
+                limit: PAGE,
+                max_bytes: self.page_bytes,
+                filter: Filter::default(),
+            };
+            let page = self.store.read_global(&query).await?;
+            if !page.events.is_empty() {
+                // No receivers is fine: nobody is listening yet.
+                let _ = self
+                    .live
+                    .send(page.events.into_iter().map(SharedEvent::new).collect());
+            }
+            position = page.next_position;
+            if page.end {
+                return Ok(position);
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ use axum::Router;
 use axum::http::HeaderValue;
 
 use config::Config;
-use feed::{FeedShutdown, Feeds};
+use feed::{FeedLimits, FeedShutdown, Feeds};
 use http::server::ServerLimits;
 use http::{AppState, Limits};
 use metrics::Metrics;
@@ -109,13 +109,12 @@ impl App {
 pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
     let metrics = Arc::new(Metrics::new());
     let fallbacks = metrics.feed_fallbacks.clone();
-    let (feeds, shutdown) = Feeds::start(
-        store.clone(),
-        config.max_feeds,
-        config.live_buffer,
-        fallbacks,
-    )
-    .await?;
+    let feed_limits = FeedLimits {
+        max_feeds: config.max_feeds,
+        live_buffer: config.live_buffer,
+        page_bytes: config.max_page_bytes,
+    };
+    let (feeds, shutdown) = Feeds::start(store.clone(), feed_limits, fallbacks).await?;
     let state = AppState {
         store,
         feeds,
@@ -124,6 +123,7 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
             max_batch_events: config.max_batch_events,
             max_json_depth: config.max_json_depth,
             max_page_size: config.max_page_size,
+            max_page_bytes: config.max_page_bytes,
             trace: store::TraceLimits {
                 max_depth: config.trace_max_depth,
                 max_events: config.trace_max_events,

@@ -69,6 +69,7 @@ impl GlobalParams {
         let query = GlobalQuery {
             position: feed::read_position(self.position, self.checkpoint.as_deref())?.unwrap_or(1),
             limit: page_limit(self.limit, &state.limits)?,
+            max_bytes: state.limits.max_page_bytes,
             filter: self.filter()?,
             scope,
         };

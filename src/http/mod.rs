@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Largest `limit` of a read.
     pub max_page_size: i64,
+    /// A page stops once its events hold this many bytes.
+    pub max_page_bytes: usize,
     /// How far a trace may reach.
     pub trace: TraceLimits,
     /// How often an idle feed gets a keep-alive comment.

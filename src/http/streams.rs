@@ -262,6 +262,7 @@ async fn read_stream(
         stream: stream.clone(),
         position: feed::read_position(params.position, params.checkpoint.as_deref())?,
         limit: page_limit(params.limit, &state.limits)?,
+        max_bytes: state.limits.max_page_bytes,
         direction: match params.direction {
             Some(DirectionParam::Backward) => Direction::Backward,
             _ => Direction::Forward,

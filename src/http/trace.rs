@@ -181,6 +181,7 @@ async fn correlation(
         scope: Scope::Correlation(correlation_id.clone()),
         position,
         limit: page_limit(params.limit, &state.limits)?,
+        max_bytes: state.limits.max_page_bytes,
         filter: Filter::default(),
     };
     let GlobalPage {

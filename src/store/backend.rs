@@ -13,7 +13,7 @@ use sqlx::{Database, Pool, Transaction};
 use tokio::sync::Notify;
 
 use super::error::StoreError;
-use super::model::RecordedEvent;
+use super::model::{Budgeted, RecordedEvent};
 use super::rows::EventRow;
 use super::sql::{DecodeRow, Runner, Sql, unavailable};
 use super::writer::Writer;
@@ -83,6 +83,25 @@ pub(crate) fn event_columns<B: SqlBackend>() -> String {
          correlation_id, {} AS time_micros",
         B::micros("time")
     )
+}
+
+/// Runs a query of events until they hold `max_bytes` (see
+/// [`Runner::fetch_within`]).
+pub(crate) async fn fetch_events_within<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    sql: Sql,
+    max_bytes: usize,
+) -> Result<Budgeted<RecordedEvent>, StoreError> {
+    let rows = B::Db::fetch_within::<EventRow>(conn, sql, max_bytes, EventRow::size).await?;
+    let items = rows
+        .items
+        .into_iter()
+        .map(RecordedEvent::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok(Budgeted {
+        items,
+        cut: rows.cut,
+    })
 }
 
 /// Runs a query of events.

@@ -121,6 +121,15 @@ pub enum Direction {
     Backward,
 }
 
+/// Rows read up to a byte budget.
+#[derive(Debug)]
+pub struct Budgeted<T> {
+    /// What was read.
+    pub items: Vec<T>,
+    /// Whether the budget stopped the read before the query's last row.
+    pub cut: bool,
+}
+
 /// A read of one stream.
 #[derive(Debug, Clone)]
 pub struct StreamQuery {
@@ -130,6 +139,8 @@ pub struct StreamQuery {
     pub position: Option<i64>,
     /// Most events returned.
     pub limit: i64,
+    /// The page stops once its events hold this many bytes (at least one event).
+    pub max_bytes: usize,
     /// Which way.
     pub direction: Direction,
     /// Only positions up to this one.
@@ -193,6 +204,8 @@ pub struct GlobalQuery {
     pub position: i64,
     /// Most events returned.
     pub limit: i64,
+    /// The page stops once its events hold this many bytes (at least one event).
+    pub max_bytes: usize,
     /// Narrows the read.
     pub filter: Filter,
 }
@@ -300,8 +313,12 @@ impl StreamQuery {
 
     /// Makes a page of events read with `limit + 1` as the limit: the extra
     /// event, if there is one, only says that the read has not reached its end.
-    pub fn page(&self, version: i64, mut events: Vec<RecordedEvent>) -> StreamPage {
-        let more = events.len() as i64 > self.limit;
+    pub fn page(&self, version: i64, events: Budgeted<RecordedEvent>) -> StreamPage {
+        let Budgeted {
+            items: mut events,
+            cut,
+        } = events;
+        let more = cut || events.len() as i64 > self.limit;
         events.truncate(self.limit as usize);
         let next_position = match (events.last(), self.direction) {
             (Some(last), Direction::Forward) => last.position + 1,
@@ -324,8 +341,12 @@ impl GlobalQuery {
     /// Makes a page of events read with `limit + 1` as the limit. A filtered
     /// read that stopped at the end of its scan window (`window_end`, exclusive)
     /// carries on from there.
-    pub fn page(&self, mut events: Vec<RecordedEvent>, window_end: Option<i64>) -> GlobalPage {
-        let more = events.len() as i64 > self.limit;
+    pub fn page(&self, events: Budgeted<RecordedEvent>, window_end: Option<i64>) -> GlobalPage {
+        let Budgeted {
+            items: mut events,
+            cut,
+        } = events;
+        let more = cut || events.len() as i64 > self.limit;
         events.truncate(self.limit as usize);
         let after_last = events.last().map(|e| e.global_position + 1);
         let (next_position, end) = match (more, window_end) {

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::backend::{Conn, SqlBackend, connection, event_columns, fetch_as, fetch_events};
+use super::backend::{
+    Conn, SqlBackend, connection, event_columns, fetch_as, fetch_events, fetch_events_within,
+};
 use super::error::StoreError;
 use super::model::Snapshot;
 use super::model::{
@@ -68,7 +70,8 @@ impl<B: SqlBackend> Reads for B {
             true => None,
             false => B::Db::fetch_int(&mut conn, global_window::<B>(query)).await?,
         };
-        let events = fetch_events::<B>(&mut conn, global_events::<B>(query, window_end)).await?;
+        let sql = global_events::<B>(query, window_end);
+        let events = fetch_events_within::<B>(&mut conn, sql, query.max_bytes).await?;
         Ok(query.page(events, window_end))
     }
 
@@ -162,7 +165,8 @@ async fn read_stream_on<B: SqlBackend>(
             query.position = Some(query.position.unwrap_or(0).max(snapshot.version + 1));
         }
     }
-    let events = fetch_events::<B>(conn, stream_events::<B>(&query)).await?;
+    let sql = stream_events::<B>(&query);
+    let events = fetch_events_within::<B>(conn, sql, query.max_bytes).await?;
     // The version is read after the events, so it is never older than them.
     let version = B::Db::fetch_int(conn, stream_version(&query.stream))
         .await?
@@ -297,6 +301,7 @@ pub(super) fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
         stream: "s-1".into(),
         position: Some(0),
         limit: 100,
+        max_bytes: usize::MAX,
         direction,
         until_version: Some(10),
         as_of,
@@ -306,6 +311,7 @@ pub(super) fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
         scope,
         position: 1,
         limit: 100,
+        max_bytes: usize::MAX,
         filter: match filtered {
             false => Filter::default(),
             true => Filter {

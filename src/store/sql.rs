@@ -11,6 +11,7 @@ use sqlx::error::ErrorKind;
 use uuid::Uuid;
 
 use super::error::StoreError;
+use super::model::Budgeted;
 use super::rows::{CheckpointRow, EventRow, SnapshotRow, StreamRow};
 
 /// A value bound to a statement.
@@ -137,6 +138,17 @@ pub(crate) trait Runner:
     ) -> impl Future<Output = Result<Vec<R>, StoreError>> + Send
     where
         Self: DecodeRow<R>;
+    /// Runs a query, decoding each row as `R`, until the rows' `size`s add
+    /// up to `max_bytes` (the row that reaches it included): rows are read
+    /// one by one, so a page of huge rows never needs more memory than that.
+    fn fetch_within<R: Send>(
+        conn: &mut Self::Connection,
+        sql: Sql,
+        max_bytes: usize,
+        size: fn(&R) -> usize,
+    ) -> impl Future<Output = Result<Budgeted<R>, StoreError>> + Send
+    where
+        Self: DecodeRow<R>;
     /// Runs a query of one nullable integer column; the first row's value.
     fn fetch_int(
         conn: &mut Self::Connection,
@@ -173,6 +185,29 @@ macro_rules! runner {
                     .map(<Self as $crate::store::sql::DecodeRow<R>>::decode)
                     .collect();
                 Ok(decoded?)
+            }
+
+            async fn fetch_within<R: Send>(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                sql: $crate::store::sql::Sql,
+                max_bytes: usize,
+                size: fn(&R) -> usize,
+            ) -> Result<$crate::store::model::Budgeted<R>, $crate::store::error::StoreError>
+            where
+                Self: $crate::store::sql::DecodeRow<R>,
+            {
+                use futures::TryStreamExt as _;
+                let mut rows = sqlx::query_with(&sql.text, arguments(sql.binds)?).fetch(conn);
+                let (mut items, mut bytes) = (Vec::new(), 0_usize);
+                while let Some(row) = rows.try_next().await? {
+                    let item = <Self as $crate::store::sql::DecodeRow<R>>::decode(&row)?;
+                    bytes = bytes.saturating_add(size(&item));
+                    items.push(item);
+                    if bytes >= max_bytes {
+                        return Ok($crate::store::model::Budgeted { items, cut: true });
+                    }
+                }
+                Ok($crate::store::model::Budgeted { items, cut: false })
             }
 
             async fn fetch_int(

@@ -11,6 +11,7 @@ backend_tests!(
     consumer_groups_partition_by_message_db_hash,
     rare_filters_answer_short_pages_and_carry_on,
     all_reads_everything_in_order,
+    pages_stop_at_the_byte_budget,
 );
 
 /// Pages through a read from `position` to its end; returns every event.
@@ -162,4 +163,49 @@ async fn all_reads_everything_in_order(app: TestApp) {
         (end["next_position"].as_i64(), end["end"].as_bool()),
         (Some(6), Some(true))
     );
+}
+
+/// A page stops once its events pass the byte budget (at least one event a
+/// page, `end: false`), and paging on still reads every event once, in order:
+/// on a stream, a category and the whole log.
+async fn pages_stop_at_the_byte_budget(app: TestApp) {
+    let app = app.sibling_with(&["--max-page-bytes", "3000"]).await;
+    let big = "x".repeat(2000);
+    for i in 0..6 {
+        let stream = format!("budget-{}", i % 2);
+        app.append(&stream, &event("E", json!({"i": i, "pad": big})), &[])
+            .await;
+    }
+    let first = app.get_json("/all?position=1&limit=100").await;
+    let got = first["events"].as_array().unwrap().len();
+    assert!(
+        (1..=2).contains(&got),
+        "{got} events of 2 KB in a 3,000-byte page"
+    );
+    assert_eq!(first["end"], false);
+    let numbers = |events: &[Value]| -> Vec<i64> {
+        events
+            .iter()
+            .map(|e| e["data"]["i"].as_i64().unwrap())
+            .collect()
+    };
+    let all = read_to_end(&app, "/all", "", 100).await;
+    assert_eq!(numbers(&all), [0, 1, 2, 3, 4, 5]);
+    let category = read_to_end(&app, "/categories/budget", "", 100).await;
+    assert_eq!(numbers(&category), [0, 1, 2, 3, 4, 5]);
+    let mut stream = Vec::new();
+    let mut position = 0;
+    loop {
+        let page = app
+            .get_json(&format!("/streams/budget-0?position={position}"))
+            .await;
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= 2, "{page}");
+        stream.extend(events.iter().cloned());
+        position = page["next_position"].as_i64().unwrap();
+        if page["end"] == true {
+            break;
+        }
+    }
+    assert_eq!(numbers(&stream), [0, 2, 4]);
 }
