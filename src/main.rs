@@ -33,6 +33,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // codes are noise.
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    let config = fit_to_file_limit(config);
     let store = cairn::open_store(&config).await?;
     let app = cairn::app(&config, store).await?;
     let listener = TcpListener::bind(config.listen)
@@ -42,6 +43,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.serve(listener, shutdown_signal()).await;
     tracing::info!("cairn has stopped");
     Ok(())
+}
+
+/// File descriptors kept for all but client connections: the store's
+/// pool and writer, the listener, the data file, logs.
+const RESERVED_FILES: u64 = 64;
+
+/// Raises the process's open-file limit as far as the connection cap needs
+/// (up to the hard limit); where it cannot reach, lowers the cap to fit, so
+/// that connections past it wait in the listen queue instead of failing to
+/// be accepted, with the server's own files starved.
+fn fit_to_file_limit(mut config: Config) -> Config {
+    let reserved = u64::from(config.pool_size) + RESERVED_FILES;
+    let wanted = config.max_connections as u64 + reserved;
+    let limit = match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            return config;
+        }
+    };
+    if limit < wanted {
+        let fits = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
+        config.max_connections = fits.max(1);
+        tracing::warn!(
+            limit,
+            max_connections = config.max_connections,
+            "the open-file limit is below what --max-connections needs: fewer connections are served at once"
+        );
+    }
+    config
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -342,3 +342,68 @@ async fn shutdown_is_bounded_despite_stuck_clients() {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     drop(stuck);
 }
+
+/// Under a low open-file limit the connection cap shrinks to fit (and says
+/// so), and a flood of idle connections neither stops the server nor keeps
+/// it from answering once they are gone.
+#[tokio::test]
+async fn a_low_file_limit_shrinks_the_connection_cap() {
+    use std::io::{BufRead, BufReader};
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let command = format!(
+        "ulimit -n 128 && exec {} --listen 127.0.0.1:{port} --data-dir {} --header-timeout-secs 1",
+        env!("CARGO_BIN_EXE_cairn"),
+        data_dir.path().display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &command])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut warned = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        warned |= line.contains("open-file limit");
+        if line.contains("cairn is serving") {
+            break;
+        }
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            flood.push(stream);
+        }
+    }
+    drop(flood);
+    let mut healthy = false;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("{url}/health")).await
+            && r.status() == StatusCode::OK
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning about the open-file limit");
+    assert!(running, "cairn exited under the flood");
+    assert!(healthy, "/health did not answer after the flood");
+}
