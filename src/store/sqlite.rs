@@ -28,8 +28,9 @@ use super::plan::{BatchKeys, BatchState, Plan, StoredId};
 use super::sql::{Runner, Sql, runner, unavailable};
 use super::writer::{WriteStatements, Writer};
 
-/// How long a writer waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a statement waits for another process's lock on the file before
+/// the request is answered 503: API.md allows 2 s for an unavailable store.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An event store in a SQLite file (or in memory).
 pub struct SqliteStore(Parts<Sqlite>);

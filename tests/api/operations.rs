@@ -275,3 +275,37 @@ async fn loopback_listener_answers_only_loopback_names() {
         assert!(answer.contains("application/problem+json"), "{answer}");
     }
 }
+
+/// Another process holding the SQLite file's write lock makes appends wait
+/// at most 2 s, then `503` with `Retry-After`; once it lets go, appends
+/// succeed again.
+#[tokio::test]
+async fn a_locked_sqlite_file_is_503_within_two_seconds() {
+    use sqlx::Connection as _;
+    let app = TestApp::sqlite().await;
+    app.append("lock-1", &event("A", json!(1)), &[]).await;
+    let mut other = sqlx::SqliteConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = app.append("lock-1", &event("B", json!(2)), &[]).await;
+    let waited = started.elapsed();
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        waited < std::time::Duration::from_millis(2800),
+        "the append waited {waited:?}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(
+        app.append("lock-1", &event("C", json!(3)), &[])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(app.get_json("/streams/lock-1").await["version"], 1);
+}
