@@ -85,6 +85,10 @@ pub struct Config {
     /// Seconds shutdown waits for requests under way before closing them.
     #[arg(long, env = "CAIRN_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Bytes of events the live buffer keeps, at most; a feed further behind
+    /// reads the store.
+    #[arg(long, env = "CAIRN_LIVE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub live_buffer_bytes: usize,
     /// Database connections in the pool.
     #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,

@@ -22,7 +22,7 @@
 //! store from `next` again, by the same argument.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
@@ -112,8 +112,60 @@ impl SharedEvent {
     }
 }
 
-/// A page of the log, as the tailer publishes it.
-type LiveBatch = Arc<[Arc<SharedEvent>]>;
+/// A page of the log, as the tailer publishes it. Its events are dropped
+/// once the live buffer holds more bytes than allowed (see [`LiveWindow`]);
+/// a feed that receives it after that reads the store instead.
+struct LiveBatch {
+    events: RwLock<Option<Arc<[Arc<SharedEvent>]>>>,
+}
+
+impl LiveBatch {
+    /// The events, unless they were dropped.
+    fn events(&self) -> Option<Arc<[Arc<SharedEvent>]>> {
+        self.events
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops the events, freeing them once no feed holds them.
+    fn drop_events(&self) {
+        self.events
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// The batches the broadcast may still hand out, newest last, with their
+/// sizes: it keeps their events within a byte budget, so the live buffer is
+/// bounded in bytes as well as in batches.
+struct LiveWindow {
+    batches: VecDeque<(Arc<LiveBatch>, usize)>,
+    bytes: usize,
+    /// Batches the broadcast keeps.
+    max_batches: usize,
+    /// Bytes of events the window keeps (the newest batch always).
+    max_bytes: usize,
+}
+
+impl LiveWindow {
+    /// Records a batch just sent; drops the events of the oldest ones past
+    /// either budget.
+    fn push(&mut self, batch: Arc<LiveBatch>, bytes: usize) {
+        self.batches.push_back((batch, bytes));
+        self.bytes += bytes;
+        while self.batches.len() > self.max_batches
+            || (self.bytes > self.max_bytes && self.batches.len() > 1)
+        {
+            let Some((oldest, bytes)) = self.batches.pop_front() else {
+                break;
+            };
+            oldest.drop_events();
+            self.bytes -= bytes;
+        }
+    }
+}
 
 /// What a feed sends to its connection.
 #[derive(Debug)]
@@ -146,6 +198,8 @@ pub struct FeedLimits {
     pub max_feeds: usize,
     /// Batches the broadcast keeps before a slow feed loses its place.
     pub live_buffer: usize,
+    /// Bytes of events those batches keep, at most (the newest batch always).
+    pub live_buffer_bytes: usize,
     /// The byte budget of each page read from the store, by a feed's
     /// catch-up and by the tailer.
     pub page_bytes: usize,
@@ -154,7 +208,7 @@ pub struct FeedLimits {
 /// The live side of the store: the tailer's broadcast and the open feeds.
 pub struct Feeds {
     store: SharedStore,
-    live: broadcast::Sender<LiveBatch>,
+    live: broadcast::Sender<Arc<LiveBatch>>,
     permits: Arc<Semaphore>,
     max_feeds: usize,
     /// The byte budget of each page read from the store.
@@ -182,6 +236,12 @@ impl Feeds {
             store: store.clone(),
             live: live.clone(),
             page_bytes: limits.page_bytes,
+            window: LiveWindow {
+                batches: VecDeque::new(),
+                bytes: 0,
+                max_batches: limits.live_buffer.max(1),
+                max_bytes: limits.live_buffer_bytes,
+            },
         };
         tokio::spawn(tailer.run(shutdown.clone(), from));
         let feeds = Feeds {
@@ -255,7 +315,7 @@ enum Phase {
 /// history, as the handover argument requires.
 struct Feed {
     feeds: Arc<Feeds>,
-    live: broadcast::Receiver<LiveBatch>,
+    live: broadcast::Receiver<Arc<LiveBatch>>,
     subject: Subject,
     /// The position after the last event queued.
     next: i64,
@@ -283,7 +343,14 @@ impl Feed {
                     }
                 }
                 Phase::Live => match self.live.recv().await {
-                    Ok(batch) => self.queue_live(&batch),
+                    Ok(batch) => match batch.events() {
+                        Some(events) => self.queue_live(&events),
+                        // Dropped for the byte budget: this feed is behind.
+                        None => {
+                            self.feeds.fallbacks.inc();
+                            self.phase = Phase::CatchingUp { first: false };
+                        }
+                    },
                     Err(RecvError::Lagged(_)) => {
                         self.feeds.fallbacks.inc();
                         self.live = self.feeds.live.subscribe();
@@ -296,7 +363,7 @@ impl Feed {
     }
 
     /// Queues the batch's events of this subject not sent yet.
-    fn queue_live(&mut self, batch: &LiveBatch) {
+    fn queue_live(&mut self, batch: &[Arc<SharedEvent>]) {
         for shared in batch.iter().filter(|e| self.subject.matches(e.event())) {
             let position = self.subject.position_of(shared.event());
             if position >= self.next {
@@ -347,15 +414,17 @@ impl Feed {
 /// The one task that follows the global log and publishes it to every feed.
 struct Tailer {
     store: SharedStore,
-    live: broadcast::Sender<LiveBatch>,
+    live: broadcast::Sender<Arc<LiveBatch>>,
     /// The byte budget of each page it reads.
     page_bytes: usize,
+    /// What the broadcast may still hand out.
+    window: LiveWindow,
 }
 
 impl Tailer {
     /// Follows the global log from `position` and publishes it, page by page, to
     /// every feed.
-    async fn run(self, shutdown: watch::Receiver<bool>, mut position: i64) {
+    async fn run(mut self, shutdown: watch::Receiver<bool>, mut position: i64) {
         let changes = self.store.changes();
         // An interval, not a sleep made anew each time round: under a steady
         // stream of commits a fresh sleep would never run out, and the poll is
@@ -389,7 +458,7 @@ impl Tailer {
     /// some events both from its history and from the tailer, and drops the
     /// repeats. If a feed subscribed before the count, the tailer publishes from
     /// `position` as usual.
-    async fn advance(&self, position: i64, polled: bool) -> Result<i64, StoreError> {
+    async fn advance(&mut self, position: i64, polled: bool) -> Result<i64, StoreError> {
         if self.live.receiver_count() == 0 {
             if !polled {
                 return Ok(position);
@@ -403,7 +472,7 @@ impl Tailer {
     }
 
     /// Publishes every event from `position` on, page by page.
-    async fn publish_from(&self, mut position: i64) -> Result<i64, StoreError> {
+    async fn publish_from(&mut self, mut position: i64) -> Result<i64, StoreError> {
         loop {
             let query = GlobalQuery {
                 scope: Scope::All,
@@ -414,10 +483,18 @@ impl Tailer {
             };
             let page = self.store.read_global(&query).await?;
             if !page.events.is_empty() {
+                let bytes = page
+                    .events
+                    .iter()
+                    .map(RecordedEvent::approximate_size)
+                    .sum();
+                let events = page.events.into_iter().map(SharedEvent::new).collect();
+                let batch = Arc::new(LiveBatch {
+                    events: RwLock::new(Some(events)),
+                });
                 // No receivers is fine: nobody is listening yet.
-                let _ = self
-                    .live
-                    .send(page.events.into_iter().map(SharedEvent::new).collect());
+                let _ = self.live.send(batch.clone());
+                self.window.push(batch, bytes);
             }
             position = page.next_position;
             if page.end {

@@ -112,6 +112,7 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
     let feed_limits = FeedLimits {
         max_feeds: config.max_feeds,
         live_buffer: config.live_buffer,
+        live_buffer_bytes: config.live_buffer_bytes,
         page_bytes: config.max_page_bytes,
     };
     let (feeds, shutdown) = Feeds::start(store.clone(), feed_limits, fallbacks).await?;

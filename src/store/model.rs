@@ -112,6 +112,19 @@ pub struct RecordedEvent {
     pub time: DateTime<Utc>,
 }
 
+impl RecordedEvent {
+    /// About how many bytes the event takes in memory: its JSON and names.
+    pub fn approximate_size(&self) -> usize {
+        const FIXED: usize = 256;
+        FIXED
+            + self.data.get().len()
+            + self.metadata.as_ref().map_or(0, |m| m.get().len())
+            + self.stream.len()
+            + self.event_type.len()
+            + self.correlation_id.as_ref().map_or(0, String::len)
+    }
+}
+
 /// Which way a stream read goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

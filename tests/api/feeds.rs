@@ -18,6 +18,7 @@ backend_tests!(
     where_a_feed_starts,
     concurrent_writers_feed_opened_mid_burst,
     slow_consumer_falls_back_to_the_store,
+    slow_consumer_past_the_live_byte_budget_falls_back,
     events_reach_feeds_on_another_instance,
     shutdown_ends_feeds_and_last_event_id_resumes,
     feed_requests_are_checked,
@@ -252,7 +253,22 @@ async fn concurrent_writers_feed_opened_mid_burst(app: TestApp) {
 /// feed falls behind the (small) live buffer and reads the store again.
 async fn slow_consumer_falls_back_to_the_store(app: TestApp) {
     let app = app.sibling_with(&["--live-buffer", "2"]).await;
-    let mut feed = open(&app, "/categories/slow", &[]).await;
+    slow_consumer_catches_up(&app).await;
+}
+
+/// The live buffer is bounded in bytes too: past the budget, batches lose
+/// their events, and a feed behind them reads the store, losing nothing.
+async fn slow_consumer_past_the_live_byte_budget_falls_back(app: TestApp) {
+    let app = app
+        .sibling_with(&["--live-buffer", "100000", "--live-buffer-bytes", "300000"])
+        .await;
+    slow_consumer_catches_up(&app).await;
+}
+
+/// A feed that reads nothing while 300 events of 64 KB are written still
+/// gets every one, in order, and the server says it fell back to the store.
+async fn slow_consumer_catches_up(app: &TestApp) {
+    let mut feed = open(app, "/categories/slow", &[]).await;
     read_until(&mut feed, caught_up).await;
     // Large events, so the connection's buffers fill and the feed must wait.
     let blob = "x".repeat(64 * 1024);
