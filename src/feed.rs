@@ -345,21 +345,23 @@ impl Feed {
                 Phase::Live => match self.live.recv().await {
                     Ok(batch) => match batch.events() {
                         Some(events) => self.queue_live(&events),
-                        // Dropped for the byte budget: this feed is behind.
-                        None => {
-                            self.feeds.fallbacks.inc();
-                            self.phase = Phase::CatchingUp { first: false };
-                        }
+                        // Dropped for the byte budget: this feed is behind,
+                        // as after `Lagged`, and takes a fresh place first.
+                        None => self.fall_back(),
                     },
-                    Err(RecvError::Lagged(_)) => {
-                        self.feeds.fallbacks.inc();
-                        self.live = self.feeds.live.subscribe();
-                        self.phase = Phase::CatchingUp { first: false };
-                    }
+                    Err(RecvError::Lagged(_)) => self.fall_back(),
                     Err(RecvError::Closed) => return Ok(None),
                 },
             }
         }
+    }
+
+    /// Leaves the live buffer for the store: a fresh place in the broadcast,
+    /// taken *before* history is read again, by the handover argument.
+    fn fall_back(&mut self) {
+        self.feeds.fallbacks.inc();
+        self.live = self.feeds.live.subscribe();
+        self.phase = Phase::CatchingUp { first: false };
     }
 
     /// Queues the batch's events of this subject not sent yet.

@@ -128,7 +128,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
 /// Whether JSON containers in `json` nest deeper than `cap` (`[[1]]` is 2
 /// deep). serde_json skips over a raw value without a depth limit, and a
 /// value it stored that way could not be read back by most clients' parsers.
-fn nests_deeper_than(json: &str, cap: usize) -> bool {
+pub fn nests_deeper_than(json: &str, cap: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for byte in json.bytes() {
         if in_string {

@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// How the server treats connections.
 #[derive(Debug, Clone)]
@@ -47,6 +47,9 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Set once the grace period is over: every connection still open is
+    // dropped, which closes its socket.
+    let (force_close, forced) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, slot) = tokio::select! {
@@ -57,10 +60,16 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let open = open.clone();
+        let mut forced = forced.clone();
         open.inc();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "a connection ended with an error");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%error, "a connection ended with an error");
+                    }
+                }
+                _ = forced.wait_for(|forced| *forced) => {}
             }
             open.dec();
             drop(slot);
@@ -72,6 +81,7 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace period are closed");
+        force_close.send_replace(true);
     }
 }
 

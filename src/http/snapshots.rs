@@ -65,6 +65,12 @@ async fn post_snapshot(
     if let Some(snapshot_type) = &body.snapshot_type {
         names::check_name("a snapshot type", snapshot_type).map_err(ApiError::BadRequest)?;
     }
+    let cap = state.limits.max_json_depth;
+    if super::extract::nests_deeper_than(body.state.get(), cap) {
+        return Err(ApiError::BadRequest(format!(
+            "state may nest at most {cap} levels deep"
+        )));
+    }
     let snapshot = NewSnapshot {
         stream,
         version: body.version,

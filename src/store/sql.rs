@@ -204,7 +204,10 @@ macro_rules! runner {
                     bytes = bytes.saturating_add(size(&item));
                     items.push(item);
                     if bytes >= max_bytes {
-                        return Ok($crate::store::model::Budgeted { items, cut: true });
+                        // Cut only if a row follows: a page that ends the
+                        // read must say so.
+                        let cut = rows.try_next().await?.is_some();
+                        return Ok($crate::store::model::Budgeted { items, cut });
                     }
                 }
                 Ok($crate::store::model::Budgeted { items, cut: false })

@@ -101,3 +101,23 @@ async fn past_the_connection_cap_new_connections_wait() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(second);
 }
+
+/// Past the shutdown grace period, a connection still under way is closed.
+#[tokio::test]
+async fn shutdown_closes_what_is_left_after_the_grace_period() {
+    let app = TestApp::sqlite().await;
+    let app = app.sibling_with(&["--shutdown-grace-secs", "1"]).await;
+    let mut stuck = connect(&app).await;
+    stuck
+        .write_all(
+            b"POST /streams/stuck-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    // The request is under way (its body is awaited) before shutdown starts.
+    assert_eq!(app.get_json("/health").await["status"], "ok");
+    app.shut_down();
+    let (_, waited) = read_until_closed(&mut stuck, Duration::from_secs(5)).await;
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+}

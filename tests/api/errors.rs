@@ -90,6 +90,14 @@ async fn bad_bodies_are_400_and_write_nothing(app: TestApp) {
         assert_problem(answer, StatusCode::BAD_REQUEST).await;
     }
     assert_problem(app.get("/checkpoints/w-bad").await, StatusCode::NOT_FOUND).await;
+    let deep_snapshot = app
+        .client
+        .post(format!("{}/snapshots/bad-1", app.url))
+        .json(&json!({"version": 0, "state": nested(129)}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(deep_snapshot, StatusCode::BAD_REQUEST).await;
     assert_nothing_written(&app).await;
 }
 

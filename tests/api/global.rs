@@ -205,4 +205,19 @@ async fn pages_stop_at_the_byte_budget(app: TestApp) {
     assert_eq!(numbers(&category), [0, 1, 2, 3, 4, 5]);
     let stream = read_from(&app, "/streams/budget-0", 0, "", 100).await;
     assert_eq!(numbers(&stream), [0, 2, 4]);
+    // Backward, the page that reaches position 0 is the last: `end: true`,
+    // never a `next_position` of -1 to ask for.
+    let mut backward = Vec::new();
+    let mut path = "/streams/budget-0?direction=backward".to_owned();
+    loop {
+        let page = app.get_json(&path).await;
+        backward.extend(page["events"].as_array().unwrap().iter().cloned());
+        let next = page["next_position"].as_i64().unwrap();
+        if page["end"] == true {
+            break;
+        }
+        assert!(next >= 0, "{page}");
+        path = format!("/streams/budget-0?direction=backward&position={next}");
+    }
+    assert_eq!(numbers(&backward), [4, 2, 0]);
 }
