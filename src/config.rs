@@ -43,6 +43,10 @@ pub struct Config {
     /// Largest request body, in bytes.
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies the server holds at once; past it,
+    /// requests wait to be read (within the request deadline).
+    #[arg(long, env = "CAIRN_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 256 * 1024 * 1024)]
+    pub max_body_bytes_in_flight: usize,
     /// Most events in one append.
     #[arg(long, env = "CAIRN_MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,

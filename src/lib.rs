@@ -121,6 +121,7 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         feeds,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
+            max_body_bytes_in_flight: config.max_body_bytes_in_flight,
             max_batch_events: config.max_batch_events,
             max_json_depth: config.max_json_depth,
             max_page_size: config.max_page_size,
@@ -133,6 +134,11 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
             request_timeout: Duration::from_secs(config.request_timeout_secs),
         },
         metrics: metrics.clone(),
+        bodies: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .max_body_bytes_in_flight
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        )),
     };
     Ok(App {
         // Nothing authenticates requests yet: on a loopback listener, only

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -52,8 +53,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 }
 
 /// A request body that must be JSON (`application/json` or `…+json`); other
-/// content types are a `415`, bodies over the limit a `413`.
-pub struct JsonBytes(pub Bytes);
+/// content types are a `415`, bodies over the limit a `413`. It holds its
+/// share of the bytes of bodies in flight (see [`AppState::bodies`]) for as
+/// long as it lives.
+pub struct JsonBytes(pub Bytes, pub OwnedSemaphorePermit);
 
 impl FromRequest<AppState> for JsonBytes {
     type Rejection = ApiError;
@@ -82,7 +85,21 @@ impl FromRequest<AppState> for JsonBytes {
                 "a request body holds at most {limit} bytes"
             )));
         }
-        Ok(JsonBytes(Bytes::from_request(request, state).await?))
+        // Before reading: wait until the bodies in flight leave room for
+        // this one (a body of unknown length counts as the largest allowed).
+        let share = declared.map_or(limit, |length| length as usize).max(1);
+        let share =
+            u32::try_from(share.min(state.limits.max_body_bytes_in_flight)).unwrap_or(u32::MAX);
+        let permit = state
+            .bodies
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        Ok(JsonBytes(
+            Bytes::from_request(request, state).await?,
+            permit,
+        ))
     }
 }
 
@@ -94,7 +111,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let JsonBytes(body) = JsonBytes::from_request(request, state).await?;
+        let JsonBytes(body, _share) = JsonBytes::from_request(request, state).await?;
         serde_json::from_slice(&body)
             .map(|JsonObject(value)| JsonBody(value))
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))

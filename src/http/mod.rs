@@ -40,6 +40,8 @@ use error::{ApiError, ApiResult, StoreFailure};
 pub struct Limits {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies held at once (see [`AppState::bodies`]).
+    pub max_body_bytes_in_flight: usize,
     /// Most events in one append.
     pub max_batch_events: usize,
     /// How deeply an event's `data` or `metadata` may nest.
@@ -67,6 +69,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live feeds.
     pub feeds: Arc<Feeds>,
+    /// Bytes of request bodies the server may hold at once: a body takes
+    /// its length in permits before it is read, and gives them back when its
+    /// request is done.
+    pub bodies: Arc<tokio::sync::Semaphore>,
 }
 
 /// The metadata of the OpenAPI document; paths come from the handlers.

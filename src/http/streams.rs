@@ -90,7 +90,7 @@ async fn append(
     Path(stream): Path<String>,
     _: AcceptsJson,
     headers: HeaderMap,
-    JsonBytes(body): JsonBytes,
+    JsonBytes(body, _share): JsonBytes,
 ) -> ApiResult<Response> {
     check_stream(&stream)?;
     let expected = extract::expected_version(&headers)?;

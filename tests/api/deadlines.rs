@@ -121,3 +121,42 @@ async fn shutdown_closes_what_is_left_after_the_grace_period() {
     let (_, waited) = read_until_closed(&mut stuck, Duration::from_secs(5)).await;
     assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
 }
+
+/// Request bodies in flight are bounded in bytes: past the budget a request
+/// waits to be read until another one is done.
+#[tokio::test]
+async fn request_bodies_in_flight_are_bounded() {
+    let app = TestApp::sqlite().await;
+    let app = app
+        .sibling_with(&["--max-body-bytes-in-flight", "100"])
+        .await;
+    let request = |stream: &str, body: &str| {
+        format!(
+            "POST /streams/{stream} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (prefix, suffix) = (r#"{"type":"A","data":""#, r#""}"#);
+    let large = format!(
+        "{prefix}{}{suffix}",
+        "x".repeat(90 - prefix.len() - suffix.len())
+    );
+    let large = request("inflight-1", &large);
+    let (head, rest) = large.split_at(large.len() - 10);
+    let mut first = connect(&app).await;
+    first.write_all(head.as_bytes()).await.unwrap();
+    // The first request holds 90 of the 100 bytes while its body trickles in.
+    assert_eq!(app.get_json("/health").await["status"], "ok");
+    let mut second = connect(&app).await;
+    let small = request("inflight-2", r#"{"type":"A","data":1}"#);
+    second.write_all(small.as_bytes()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte)).await;
+    assert!(early.is_err(), "the second body was read past the budget");
+    first.write_all(rest.as_bytes()).await.unwrap();
+    let (answer, _) = read_until_closed(&mut first, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let (answer, _) = read_until_closed(&mut second, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
