@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 
-use crate::common::{event, postgres};
+use crate::common::{HALF_SENT_APPEND, event, postgres};
 
 /// The `cairn` binary serving on a free port.
 struct Server {
@@ -278,18 +278,12 @@ fn openapi_into_a_closed_pipe_exits_cleanly() {
 /// Logs written anywhere but a terminal carry no colour codes.
 #[test]
 fn logs_to_a_pipe_have_no_colour_codes() {
-    use std::io::{BufRead, BufReader};
     let data_dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cairn starts");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        .arg(data_dir.path());
+    let (mut child, lines) = spawn_with_log(command);
     let mut seen = Vec::new();
     for line in lines {
         let line = line.unwrap();
@@ -319,13 +313,7 @@ async fn shutdown_is_bounded_despite_stuck_clients() {
         Server::start_with(&["--data-dir", data_dir, "--shutdown-grace-secs", "1"]).await;
     let address = server.url.trim_start_matches("http://").to_owned();
     let mut stuck = tokio::net::TcpStream::connect(&address).await.unwrap();
-    stuck
-        .write_all(
-            b"POST /streams/stuck-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-              Content-Length: 100\r\n\r\n{",
-        )
-        .await
-        .unwrap();
+    stuck.write_all(HALF_SENT_APPEND).await.unwrap();
     let feed = reqwest::Client::new()
         .get(format!("{}/all", server.url))
         .header("accept", "text/event-stream")
@@ -348,7 +336,6 @@ async fn shutdown_is_bounded_despite_stuck_clients() {
 /// it from answering once they are gone.
 #[tokio::test]
 async fn a_low_file_limit_shrinks_the_connection_cap() {
-    use std::io::{BufRead, BufReader};
     let data_dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -360,15 +347,9 @@ async fn a_low_file_limit_shrinks_the_connection_cap() {
         env!("CARGO_BIN_EXE_cairn"),
         data_dir.path().display()
     );
-    let mut child = Command::new("sh")
-        .args(["-c", &command])
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cairn starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut shell = Command::new("sh");
+    shell.args(["-c", &command]);
+    let (mut child, mut lines) = spawn_with_log(shell);
     let mut warned = false;
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -406,4 +387,24 @@ async fn a_low_file_limit_shrinks_the_connection_cap() {
     assert!(warned, "no warning about the open-file limit");
     assert!(running, "cairn exited under the flood");
     assert!(healthy, "/health did not answer after the flood");
+}
+
+/// Starts a command that runs cairn on the embedded store, with its log
+/// (stdout, default level) to read line by line.
+fn spawn_with_log(
+    mut command: Command,
+) -> (
+    Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut child = command
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cairn starts");
+    let log = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, log)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::TestApp;
+use crate::common::{HALF_SENT_APPEND, TestApp};
 
 /// Connects to a test server.
 async fn connect(app: &TestApp) -> TcpStream {
@@ -108,13 +108,7 @@ async fn shutdown_closes_what_is_left_after_the_grace_period() {
     let app = TestApp::sqlite().await;
     let app = app.sibling_with(&["--shutdown-grace-secs", "1"]).await;
     let mut stuck = connect(&app).await;
-    stuck
-        .write_all(
-            b"POST /streams/stuck-1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-              Content-Length: 100\r\n\r\n{",
-        )
-        .await
-        .unwrap();
+    stuck.write_all(HALF_SENT_APPEND).await.unwrap();
     // The request is under way (its body is awaited) before shutdown starts.
     assert_eq!(app.get_json("/health").await["status"], "ok");
     app.shut_down();

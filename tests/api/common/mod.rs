@@ -174,3 +174,8 @@ pub fn etag_version(response: &Response) -> i64 {
     let tag = response.headers()["etag"].to_str().unwrap();
     tag.trim_matches('"').parse().unwrap()
 }
+
+/// The start of an append whose body never finishes: a request under way
+/// for as long as its connection stays open.
+pub const HALF_SENT_APPEND: &[u8] = b"POST /streams/stuck-1 HTTP/1.1\r\nHost: localhost\r\n\
+    Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
