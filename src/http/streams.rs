@@ -174,6 +174,7 @@ struct StreamReadParams {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// `forward` (default) or `backward`.
+    #[param(inline)]
     direction: Option<DirectionParam>,
     /// Only events with position ≤ N: the stream as it was at version N
     /// (`-1`: before its first event).
