@@ -92,16 +92,14 @@ pub(crate) async fn fetch_events_within<B: SqlBackend>(
     sql: Sql,
     max_bytes: usize,
 ) -> Result<Budgeted<RecordedEvent>, StoreError> {
-    let rows = B::Db::fetch_within::<EventRow>(conn, sql, max_bytes, EventRow::size).await?;
-    let items = rows
-        .items
-        .into_iter()
-        .map(RecordedEvent::try_from)
-        .collect::<Result<_, _>>()?;
-    Ok(Budgeted {
-        items,
-        cut: rows.cut,
-    })
+    B::Db::fetch_within::<EventRow, RecordedEvent>(
+        conn,
+        sql,
+        max_bytes,
+        RecordedEvent::try_from,
+        RecordedEvent::approximate_size,
+    )
+    .await
 }
 
 /// Runs a query of events.

@@ -25,19 +25,6 @@ pub(crate) struct EventRow {
     time_micros: i64,
 }
 
-impl EventRow {
-    /// About how many bytes the event takes as read: its JSON and names.
-    pub(crate) fn size(&self) -> usize {
-        const FIXED: usize = 256;
-        FIXED
-            + self.data.len()
-            + self.metadata.as_ref().map_or(0, String::len)
-            + self.stream.len()
-            + self.event_type.len()
-            + self.correlation_id.as_ref().map_or(0, String::len)
-    }
-}
-
 impl TryFrom<EventRow> for RecordedEvent {
     type Error = StoreError;
 

@@ -138,15 +138,17 @@ pub(crate) trait Runner:
     ) -> impl Future<Output = Result<Vec<R>, StoreError>> + Send
     where
         Self: DecodeRow<R>;
-    /// Runs a query, decoding each row as `R`, until the rows' `size`s add
-    /// up to `max_bytes` (the row that reaches it included): rows are read
-    /// one by one, so a page of huge rows never needs more memory than that.
-    fn fetch_within<R: Send>(
+    /// Runs a query, decoding each row as `R` and turning it into a `T`
+    /// with `into`, until the `T`s' `size`s add up to `max_bytes` (the one
+    /// that reaches it included): rows are read one by one, so a page of huge
+    /// rows never needs more memory than that.
+    fn fetch_within<R: Send, T: Send>(
         conn: &mut Self::Connection,
         sql: Sql,
         max_bytes: usize,
-        size: fn(&R) -> usize,
-    ) -> impl Future<Output = Result<Budgeted<R>, StoreError>> + Send
+        into: fn(R) -> Result<T, StoreError>,
+        size: fn(&T) -> usize,
+    ) -> impl Future<Output = Result<Budgeted<T>, StoreError>> + Send
     where
         Self: DecodeRow<R>;
     /// Runs a query of one nullable integer column; the first row's value.
@@ -187,12 +189,13 @@ macro_rules! runner {
                 Ok(decoded?)
             }
 
-            async fn fetch_within<R: Send>(
+            async fn fetch_within<R: Send, T: Send>(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 sql: $crate::store::sql::Sql,
                 max_bytes: usize,
-                size: fn(&R) -> usize,
-            ) -> Result<$crate::store::model::Budgeted<R>, $crate::store::error::StoreError>
+                into: fn(R) -> Result<T, $crate::store::error::StoreError>,
+                size: fn(&T) -> usize,
+            ) -> Result<$crate::store::model::Budgeted<T>, $crate::store::error::StoreError>
             where
                 Self: $crate::store::sql::DecodeRow<R>,
             {
@@ -200,7 +203,7 @@ macro_rules! runner {
                 let mut rows = sqlx::query_with(&sql.text, arguments(sql.binds)?).fetch(conn);
                 let (mut items, mut bytes) = (Vec::new(), 0_usize);
                 while let Some(row) = rows.try_next().await? {
-                    let item = <Self as $crate::store::sql::DecodeRow<R>>::decode(&row)?;
+                    let item = into(<Self as $crate::store::sql::DecodeRow<R>>::decode(&row)?)?;
                     bytes = bytes.saturating_add(size(&item));
                     items.push(item);
                     if bytes >= max_bytes {
