@@ -235,6 +235,14 @@ mod tests {
     use crate::store::model::Expected;
     use serde_json::value::RawValue;
 
+    /// A plan's stream versions as `(stream, version, new)`.
+    fn versions<'a>(plan: &Plan<'a>) -> Vec<(&'a str, i64, bool)> {
+        plan.versions
+            .iter()
+            .map(|v| (v.stream, v.version, v.new))
+            .collect()
+    }
+
     fn request(stream: &str, expected: Expected, ids: &[u128]) -> AppendRequest {
         let events = ids
             .iter()
@@ -278,12 +286,7 @@ mod tests {
             positions,
             [("a-1", 0, 1), ("b-1", 0, 2), ("b-1", 1, 3), ("a-1", 1, 4)]
         );
-        let versions: Vec<_> = plan
-            .versions
-            .iter()
-            .map(|v| (v.stream, v.version, v.new))
-            .collect();
-        assert_eq!(versions, [("a-1", 1, true), ("b-1", 1, true)]);
+        assert_eq!(versions(&plan), [("a-1", 1, true), ("b-1", 1, true)]);
     }
 
     #[test]
@@ -323,11 +326,6 @@ mod tests {
         let mut state = BatchState::default();
         state.versions.insert("a-1".into(), 4);
         let plan = plan(&batch, state);
-        let versions: Vec<_> = plan
-            .versions
-            .iter()
-            .map(|v| (v.stream, v.version, v.new))
-            .collect();
-        assert_eq!(versions, [("a-1", 5, false), ("b-1", 1, true)]);
+        assert_eq!(versions(&plan), [("a-1", 5, false), ("b-1", 1, true)]);
     }
 }
