@@ -76,10 +76,13 @@ pub struct Config {
     /// Batches of live events kept for feeds; a feed further behind reads the store.
     #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = 1024)]
     pub live_buffer: usize,
-    /// Seconds a request's header section may take to arrive; also how long
-    /// a kept-alive connection may sit idle.
+    /// Seconds a request's header section may take to arrive, from its
+    /// first byte or the connection's opening.
     #[arg(long, env = "CAIRN_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit idle between requests.
+    #[arg(long, env = "CAIRN_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
     /// Seconds a whole request (not a feed's stream) may take: `408` past it.
     #[arg(long, env = "CAIRN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,

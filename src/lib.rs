@@ -151,6 +151,7 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         feeds: shutdown,
         limits: ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
             max_connections: config.max_connections,
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         },

@@ -253,6 +253,17 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
     Ok(events)
 }
 
+/// An `until_version` bound, checked: `-1` is the stream before its first
+/// event (API.md, Reading); anything lower is a mistake.
+pub fn until_version(bound: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match bound {
+        Some(version) if version < -1 => {
+            Err(ApiError::BadRequest("until_version must be ≥ -1".into()))
+        }
+        bound => Ok(bound),
+    }
+}
+
 /// Reads the expected version of an append from `If-Match` / `If-None-Match`.
 pub fn expected_version(headers: &HeaderMap) -> Result<Expected, ApiError> {
     let single = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {

@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{SharedStore, TraceLimits};
 
 mod checkpoints;
+mod connection_clock;
 pub mod error;
 mod events;
 pub mod extract;

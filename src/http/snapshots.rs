@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
-use super::extract::{AcceptsJson, JsonBody, Path, Query};
+use super::extract::{self, AcceptsJson, JsonBody, Path, Query};
 use super::wire::Snapshot;
 use crate::names;
 use crate::store::{NewSnapshot, SnapshotError};
@@ -94,8 +94,9 @@ async fn post_snapshot(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct SnapshotParams {
-    /// Only snapshots with version ≤ N (default: the highest).
-    #[param(minimum = 0)]
+    /// Only snapshots with version ≤ N (default: the highest; `-1`: before
+    /// the stream's first event, so none).
+    #[param(minimum = -1)]
     until_version: Option<i64>,
 }
 
@@ -120,10 +121,8 @@ async fn get_snapshot(
     Query(params): Query<SnapshotParams>,
 ) -> ApiResult<Json<Snapshot>> {
     names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
-    if params.until_version.is_some_and(|v| v < 0) {
-        return Err(ApiError::BadRequest("until_version must be ≥ 0".into()));
-    }
-    let snapshot = state.store.snapshot(&stream, params.until_version).await?;
+    let until_version = extract::until_version(params.until_version)?;
+    let snapshot = state.store.snapshot(&stream, until_version).await?;
     snapshot
         .map(|snapshot| Json(snapshot.into()))
         .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such snapshot")))

@@ -268,12 +268,7 @@ async fn read_stream(
             Some(DirectionParam::Backward) => Direction::Backward,
             _ => Direction::Forward,
         },
-        until_version: match params.until_version {
-            Some(version) if version < -1 => {
-                return Err(ApiError::BadRequest("until_version must be ≥ -1".into()));
-            }
-            version => version,
-        },
+        until_version: extract::until_version(params.until_version)?,
         as_of: params.as_of,
         from_snapshot: params.from_snapshot.unwrap_or(false),
     };

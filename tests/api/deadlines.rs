@@ -54,6 +54,63 @@ async fn unfinished_headers_and_silent_sockets_are_closed() {
     assert_eq!(app.get_json("/health").await["status"], "ok");
 }
 
+/// Sends a `GET /health` on a kept-alive connection and reads its answer
+/// in full (its head, then as many body bytes as `Content-Length` says).
+async fn health_on(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = stream.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "closed mid-answer: {answer:?}");
+        answer.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .expect("a content-length")
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+}
+
+/// Between requests a connection may idle past the header deadline, up to
+/// the idle deadline; once a new request's first byte arrives, its header
+/// section is under the header deadline again.
+#[tokio::test]
+async fn kept_alive_connections_idle_longer_than_a_header_may_take() {
+    let app = TestApp::sqlite().await;
+    let app = app
+        .sibling_with(&["--header-timeout-secs", "1", "--idle-timeout-secs", "3"])
+        .await;
+    let mut kept = connect(&app).await;
+    assert!(health_on(&mut kept).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(health_on(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let (_, waited) = read_until_closed(&mut kept, Duration::from_secs(6)).await;
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "closed after {waited:?}"
+    );
+
+    let mut resumed = connect(&app).await;
+    assert!(health_on(&mut resumed).await.starts_with("HTTP/1.1 200"));
+    resumed
+        .write_all(b"GET /health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let (_, waited) = read_until_closed(&mut resumed, Duration::from_secs(5)).await;
+    assert!(waited < Duration::from_secs(2), "closed after {waited:?}");
+}
+
 /// A request whose body never arrives in full gets `408` as a problem and
 /// the connection is closed.
 #[tokio::test]
