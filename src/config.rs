@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::Scope;
 
 /// The `cairn` command line.
 #[derive(Parser)]
@@ -24,6 +26,66 @@ pub enum Command {
     /// Print the OpenAPI document (regenerate the committed copy with
     /// `cargo run -- openapi > openapi/openapi.json`).
     Openapi,
+    /// Manage API keys in the store directly: how the first admin key is made.
+    Keys(KeysArgs),
+}
+
+/// Which store to open: shared by `serve` and `keys`.
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// The store: `postgres://user@host/db`, `sqlite://path/to/file.db` or
+    /// `sqlite::memory:`; unset: the embedded SQLite store under `--data-dir`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded store keeps its file when no database URL is given.
+    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
+    pub data_dir: std::path::PathBuf,
+    /// Database connections in the pool.
+    #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+}
+
+/// `cairn keys`: a store and what to do with its keys.
+#[derive(Args)]
+pub struct KeysArgs {
+    /// The store holding the keys.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+/// What `cairn keys` does.
+#[derive(Subcommand)]
+pub enum KeysAction {
+    /// Create a key; its secret is printed alone on the last line.
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// A scope it grants (`read`, `write`, `admin`); repeat for more.
+        #[arg(long = "scope", required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// A stream prefix it reaches; repeat for more; none: every stream.
+        #[arg(long = "stream")]
+        streams: Vec<String>,
+        /// When it stops working (RFC 3339); unset: never.
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// List the keys in force, without their secrets.
+    List,
+    /// Revoke a key by its id: every server refuses it within a second.
+    Revoke {
+        /// The key's id, as `list` shows it.
+        id: uuid::Uuid,
+    },
+}
+
+/// A scope named on the command line.
+fn parse_scope(name: &str) -> Result<Scope, String> {
+    Scope::parse(name).ok_or_else(|| format!("{name:?} is not a scope: read, write or admin"))
 }
 
 /// Everything the server can be told. Never logged: the database URL may hold
@@ -33,13 +95,9 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The store: `postgres://user@host/db`, `sqlite://path/to/file.db` or
-    /// `sqlite::memory:`; unset: the embedded SQLite store under `--data-dir`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Where the embedded store keeps its file when no database URL is given.
-    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "cairn-data")]
-    pub data_dir: std::path::PathBuf,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Largest request body, in bytes.
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -96,9 +154,6 @@ pub struct Config {
     /// reads the store.
     #[arg(long, env = "CAIRN_LIVE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub live_buffer_bytes: usize,
-    /// Database connections in the pool.
-    #[arg(long, env = "CAIRN_POOL_SIZE", default_value_t = 16)]
-    pub pool_size: u32,
     /// Browser origins allowed by CORS (comma-separated); none turns CORS off.
     #[arg(
         long = "cors-origin",
@@ -106,4 +161,27 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// A key with every scope over every stream, accepted from start: it
+    /// must start `cairn_` and hold at least 32 more characters.
+    #[arg(long, env = "CAIRN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Accept bearer JWTs signed by the keys of this JWKS: a file path or an
+    /// `http(s)` URL (fetched again every `--jwt-jwks-refresh-secs`).
+    #[arg(long, env = "CAIRN_JWT_JWKS", conflicts_with = "jwt_secret")]
+    pub jwt_jwks: Option<String>,
+    /// Accept bearer JWTs signed with this HMAC secret (HS256/384/512).
+    #[arg(long, env = "CAIRN_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The `iss` a JWT must carry; unset: not checked.
+    #[arg(long, env = "CAIRN_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a JWT must carry; unset: not checked.
+    #[arg(long, env = "CAIRN_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Seconds between fetches of a JWKS URL; a failed fetch keeps the last set.
+    #[arg(long, env = "CAIRN_JWT_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwt_jwks_refresh_secs: u64,
+    /// Serve without authentication on an address other than loopback.
+    #[arg(long, env = "CAIRN_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }

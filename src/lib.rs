@@ -4,12 +4,14 @@
 //! calls the [`store::Store`] trait, and a backend module speaks SQL.
 //!
 //! - [`config`]: flags and environment.
+//! - [`auth`]: credentials (API keys, JWTs) and what they grant.
 //! - [`names`]: stream, category and cardinal-id rules, the consumer-group hash.
 //! - [`http`]: routes, extractors, problem+json errors, the OpenAPI document.
 //! - [`store`]: the `Store` trait, group commit, the Postgres and SQLite backends.
 //! - [`feed`]: live feeds: catch-up, then live, never a gap.
 //! - [`metrics`]: Prometheus metrics.
 
+pub mod auth;
 pub mod config;
 pub mod feed;
 pub mod http;
@@ -25,7 +27,8 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderValue;
 
-use config::Config;
+use auth::{AuthConfig, Authenticator, KeySecret};
+use config::{Config, StoreArgs};
 use feed::{FeedLimits, FeedShutdown, Feeds};
 use http::server::ServerLimits;
 use http::{AppState, Limits};
@@ -36,7 +39,7 @@ use tokio::net::TcpListener;
 /// Opens the store the configuration names: Postgres for a `postgres://` URL,
 /// SQLite for a `sqlite:` URL, and with no URL the embedded SQLite store in
 /// the data directory (created if missing).
-pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+pub async fn open_store(config: &StoreArgs) -> anyhow::Result<SharedStore> {
     let url = match &config.database_url {
         Some(url) => url.clone(),
         None => {
@@ -115,10 +118,21 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         live_buffer_bytes: config.live_buffer_bytes,
         page_bytes: config.max_page_bytes,
     };
+    let authenticator = Authenticator::start(&auth_config(config)?, store.clone()).await?;
+    let loopback = config.listen.ip().is_loopback();
+    if !loopback && !config.insecure_no_auth && !authenticator.is_on() {
+        anyhow::bail!(
+            "refusing to serve {} without authentication: configure --admin-key, \
+             --jwt-jwks or --jwt-secret, create a key with `cairn keys create`, \
+             or say --insecure-no-auth",
+            config.listen
+        );
+    }
     let (feeds, shutdown) = Feeds::start(store.clone(), feed_limits, fallbacks).await?;
     let state = AppState {
         store,
         feeds,
+        authenticator,
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
             max_body_bytes_in_flight: config.max_body_bytes_in_flight,
@@ -141,13 +155,7 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         )),
     };
     Ok(App {
-        // Nothing authenticates requests yet: on a loopback listener, only
-        // requests addressed to a loopback name are answered.
-        router: http::app(
-            state,
-            cors_origins(&config.cors_origins)?,
-            config.listen.ip().is_loopback(),
-        ),
+        router: http::app(state, cors_origins(&config.cors_origins)?, loopback),
         feeds: shutdown,
         limits: ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
@@ -157,6 +165,28 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         },
         metrics,
     })
+}
+
+/// The credentials the configuration names, checked.
+fn auth_config(config: &Config) -> anyhow::Result<AuthConfig> {
+    let admin_key = config
+        .admin_key
+        .as_deref()
+        .map(KeySecret::configured)
+        .transpose()
+        .map_err(|problem| anyhow::anyhow!("--admin-key: {problem}"))?;
+    let keys = match (&config.jwt_jwks, &config.jwt_secret) {
+        (Some(jwks), _) => Some(auth::jwt::JwtKeySource::jwks(jwks)?),
+        (None, Some(secret)) => Some(auth::jwt::JwtKeySource::Secret(secret.clone())),
+        (None, None) => None,
+    };
+    let jwt = keys.map(|keys| auth::jwt::JwtConfig {
+        keys,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        refresh: Duration::from_secs(config.jwt_jwks_refresh_secs.max(1)),
+    });
+    Ok(AuthConfig { admin_key, jwt })
 }
 
 /// The CORS origins configured: none (CORS off), `*` alone (any origin), or

@@ -7,7 +7,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use cairn::config::{Cli, Command, Config};
+use cairn::auth::KeyRequest;
+use cairn::config::{Cli, Command, Config, KeysAction, KeysArgs};
+use cairn::store::StoredKey;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,7 +24,61 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve(config) => serve(*config).await,
+        Command::Keys(args) => keys(args).await,
     }
+}
+
+/// `cairn keys`: creates, lists or revokes keys in the store directly.
+async fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    let store = cairn::open_store(&args.store).await?;
+    let mut out = std::io::stdout().lock();
+    match args.action {
+        KeysAction::Create {
+            name,
+            scopes,
+            streams,
+            expires_at,
+        } => {
+            let request = KeyRequest {
+                name,
+                scopes,
+                streams: (!streams.is_empty()).then_some(streams),
+                expires_at,
+            };
+            let (stored, secret) = cairn::auth::issue(&store, request).await?;
+            writeln!(out, "created {}", describe(&stored))?;
+            writeln!(out, "{}", secret.expose())?;
+        }
+        KeysAction::List => {
+            for stored in store.keys().await?.iter().filter(|k| k.revoked.is_none()) {
+                writeln!(out, "{}", describe(stored))?;
+            }
+        }
+        KeysAction::Revoke { id } => {
+            anyhow::ensure!(store.revoke_key(id).await?, "no key {id} is in force");
+            writeln!(out, "revoked {id}: every server refuses it within a second")?;
+        }
+    }
+    Ok(())
+}
+
+/// One line about a key, without its secret.
+fn describe(stored: &StoredKey) -> String {
+    let key = &stored.key;
+    let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    let streams = key
+        .streams
+        .as_ref()
+        .map_or_else(|| "every stream".to_owned(), |s| s.join(" "));
+    let expires = key
+        .expires_at
+        .map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
+    format!(
+        "{} {:?} scopes: {} streams: {streams} expires: {expires}",
+        key.id,
+        key.name,
+        scopes.join(" ")
+    )
 }
 
 /// Serves until ctrl-c or SIGTERM, then finishes the requests under way.
@@ -34,7 +90,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let config = fit_to_file_limit(config);
-    let store = cairn::open_store(&config).await?;
+    let store = cairn::open_store(&config.store).await?;
     let app = cairn::app(&config, store).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -54,7 +110,7 @@ const RESERVED_FILES: u64 = 64;
 /// that connections past it wait in the listen queue instead of failing to
 /// be accepted, with the server's own files starved.
 fn fit_to_file_limit(mut config: Config) -> Config {
-    let reserved = u64::from(config.pool_size) + RESERVED_FILES;
+    let reserved = u64::from(config.store.pool_size) + RESERVED_FILES;
     let wanted = config.max_connections as u64 + reserved;
     let limit = match rlimit::increase_nofile_limit(wanted) {
         Ok(limit) => limit,

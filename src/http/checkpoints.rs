@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::auth::{Caller, Read, Write};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, JsonBody, Path};
 use super::wire::Checkpoint;
@@ -47,12 +48,14 @@ fn check_consumer(consumer: &str) -> ApiResult<()> {
     )
 )]
 async fn put_checkpoint(
+    caller: Caller<Write>,
     State(state): State<AppState>,
     Path(consumer): Path<String>,
     _: AcceptsJson,
     JsonBody(body): JsonBody<CheckpointWrite>,
 ) -> ApiResult<Json<Checkpoint>> {
     check_consumer(&consumer)?;
+    caller.consumer(&consumer)?;
     if body.position < 0 {
         return Err(ApiError::BadRequest("position must be ≥ 0".into()));
     }
@@ -84,11 +87,13 @@ async fn put_checkpoint(
     )
 )]
 async fn get_checkpoint(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(consumer): Path<String>,
     _: AcceptsJson,
 ) -> ApiResult<Json<Checkpoint>> {
     check_consumer(&consumer)?;
+    caller.consumer(&consumer)?;
     let checkpoint = state.store.checkpoint(&consumer).await?;
     checkpoint
         .map(|checkpoint| Json(checkpoint.into()))

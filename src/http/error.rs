@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::Denied;
 use crate::store::{Expected, StoreError};
 
 /// The result of a handler.
@@ -52,6 +53,17 @@ pub enum ApiError {
     /// authentication: a web page reaching a local server by DNS rebinding.
     #[error("this server answers only to localhost, 127.0.0.1 or [::1], not {0:?}")]
     MisdirectedHost(String),
+    /// The request has no valid credential.
+    #[error("{detail}")]
+    Unauthenticated {
+        /// Why, never quoting the credential.
+        detail: String,
+        /// Whether a credential was given (and refused).
+        token_given: bool,
+    },
+    /// The credential does not allow what the request asks.
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     /// The request took longer than the configured deadline.
     #[error("the request was not received and answered within {0} s")]
     RequestTimeout(u64),
@@ -83,6 +95,8 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Unavailable | ApiError::TooManyFeeds(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +115,8 @@ impl ApiError {
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::RequestTimeout(_) => "request-timeout",
+            ApiError::Unauthenticated { .. } => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::MisdirectedHost(_) => "misdirected-host",
             ApiError::Unavailable => "store-unavailable",
             ApiError::TooManyFeeds(_) => "too-many-feeds",
@@ -147,6 +163,16 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::WrongVersion { actual, .. } => {
                 headers.insert(header::ETAG, super::etag(*actual));
+            }
+            ApiError::Unauthenticated { token_given, .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(if *token_given {
+                        r#"Bearer realm="cairn", error="invalid_token""#
+                    } else {
+                        r#"Bearer realm="cairn""#
+                    }),
+                );
             }
             ApiError::Unavailable | ApiError::TooManyFeeds(_) => {
                 headers.insert(

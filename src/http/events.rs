@@ -6,6 +6,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::{Caller, Read};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, Path};
 use super::wire::Event;
@@ -30,12 +31,16 @@ pub fn router() -> OpenApiRouter<AppState> {
     )
 )]
 async fn event_by_id(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     _: AcceptsJson,
 ) -> ApiResult<Json<Event>> {
     let event = state.store.event(id).await?;
+    // An event out of reach is answered as if it did not exist: a `403`
+    // would tell that it does.
     event
+        .filter(|event| caller.reaches(&event.stream))
         .map(|event| Json(event.into()))
         .ok_or_else(|| ApiError::NotFound(format!("no event has id {id}")))
 }

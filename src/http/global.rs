@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::auth::{Caller, Read};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, Path, Query, Wants};
 use super::feed::{self, Start};
@@ -157,12 +158,14 @@ struct GlobalPageBody {
     )
 )]
 async fn read_category(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(category): Path<String>,
     Query(params): Query<GlobalParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     names::check_category(&category).map_err(ApiError::BadRequest)?;
+    caller.category(&category)?;
     params
         .answer(Scope::Category(category), &state, &headers)
         .await
@@ -185,9 +188,11 @@ async fn read_category(
     )
 )]
 async fn read_all(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Query(params): Query<GlobalParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    caller.everywhere("/all")?;
     params.answer(Scope::All, &state, &headers).await
 }

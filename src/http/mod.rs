@@ -16,10 +16,12 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::Authenticator;
 use crate::feed::Feeds;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{SharedStore, TraceLimits};
 
+pub mod auth;
 mod checkpoints;
 mod connection_clock;
 pub mod error;
@@ -27,6 +29,7 @@ mod events;
 pub mod extract;
 mod feed;
 mod global;
+mod keys;
 mod ops;
 pub mod server;
 mod snapshots;
@@ -70,6 +73,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live feeds.
     pub feeds: Arc<Feeds>,
+    /// Checks credentials; told when this instance creates or revokes a key.
+    pub authenticator: Arc<Authenticator>,
     /// Bytes of request bodies the server may hold at once: a body takes
     /// its length in permits before it is read, and gives them back when its
     /// request is done.
@@ -92,6 +97,7 @@ pub struct AppState {
         (name = "checkpoints", description = "Durable consumer positions"),
         (name = "tracing", description = "Causation and correlation"),
         (name = "operations", description = "Health and metrics"),
+        (name = "keys", description = "API keys (admin)"),
     )
 )]
 struct ApiDoc;
@@ -105,12 +111,70 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(snapshots::router())
         .merge(checkpoints::router())
         .merge(trace::router())
+        .merge(keys::router())
         .merge(ops::router())
+}
+
+/// The routes and their OpenAPI document, in which every route declares
+/// its security requirement: none for `/health`, else a bearer credential,
+/// with the `401` and `403` problems that come with it (added here once,
+/// rather than in each handler's list).
+fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let (routes, mut api) = api_router().split_for_parts();
+    let bearer = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "An API key (`cairn_…`) or a JWT. Feeds also take it as `?access_token=`.",
+        ))
+        .build();
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.head,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if path == "/health" {
+                operation.security = Some(vec![SecurityRequirement::default()]);
+                continue;
+            }
+            operation.security = Some(vec![SecurityRequirement::new("bearer", [""; 0])]);
+            let responses = &mut operation.responses.responses;
+            responses.insert(
+                "401".into(),
+                problem("No valid credential (`WWW-Authenticate: Bearer`)").into(),
+            );
+            responses.insert(
+                "403".into(),
+                problem("The credential lacks the scope, or does not reach the stream").into(),
+            );
+        }
+    }
+    (routes, api)
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    documented().1
 }
 
 /// Which browser origins CORS lets in.
@@ -125,10 +189,10 @@ pub enum CorsOrigins {
 }
 
 /// The whole application: routes, docs, fallbacks and middleware.
-/// `loopback_only`: answer only requests addressed to a loopback name (see
-/// [`loopback_host`]).
-pub fn app(state: AppState, cors_origins: CorsOrigins, loopback_only: bool) -> Router {
-    let (routes, api) = api_router().split_for_parts();
+/// `loopback`: the server listens on a loopback address (see
+/// [`auth::authenticate`]).
+pub fn app(state: AppState, cors_origins: CorsOrigins, loopback: bool) -> Router {
+    let (routes, api) = documented();
     let mut router = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -138,11 +202,22 @@ pub fn app(state: AppState, cors_origins: CorsOrigins, loopback_only: bool) -> R
             state.limits.request_timeout,
             within_deadline,
         ))
+        .layer(middleware::from_fn_with_state(
+            auth::AuthLayerState {
+                authenticator: state.authenticator.clone(),
+                loopback,
+            },
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
-        .layer(TraceLayer::new_for_http());
+        // The span names the path, never the query, which may hold a
+        // credential (`access_token`).
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }));
     let allow_origin = match cors_origins {
         CorsOrigins::None => None,
         CorsOrigins::Any => Some(AllowOrigin::any()),
@@ -152,8 +227,15 @@ pub fn app(state: AppState, cors_origins: CorsOrigins, loopback_only: bool) -> R
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(allow_origin)
-                .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT])
+                .allow_methods([
+                    Method::GET,
+                    Method::HEAD,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                ])
                 .allow_headers([
+                    header::AUTHORIZATION,
                     header::CONTENT_TYPE,
                     header::IF_MATCH,
                     header::IF_NONE_MATCH,
@@ -163,33 +245,7 @@ pub fn app(state: AppState, cors_origins: CorsOrigins, loopback_only: bool) -> R
                 .expose_headers([header::ETAG, header::LOCATION, header::RETRY_AFTER]),
         );
     }
-    if loopback_only {
-        router = router.layer(middleware::from_fn(loopback_host));
-    }
     router.with_state(state)
-}
-
-/// Refuses a request whose `Host` is not `localhost`, `127.0.0.1` or
-/// `[::1]` (with or without a port). A server on a loopback address without
-/// authentication trusts whoever can reach it; a web page can reach it too,
-/// through a name of its own that it re-points at 127.0.0.1 (DNS rebinding),
-/// but then the `Host` it sends is that name.
-async fn loopback_host(request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host.as_str(),
-    };
-    let loopback = name.eq_ignore_ascii_case("localhost") || name == "127.0.0.1" || name == "[::1]";
-    if loopback {
-        next.run(request).await
-    } else {
-        ApiError::MisdirectedHost(host).into_response()
-    }
 }
 
 /// Answers `408` (and closes the connection) when a request, body included,

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::auth::{Admin, Caller};
 use super::error::{ApiResult, Problem};
 use crate::metrics::Metrics;
 
@@ -48,7 +49,7 @@ async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     tag = "operations",
     responses((status = 200, description = "Metrics in the OpenMetrics text format, which Prometheus reads", body = String, content_type = "application/openmetrics-text"))
 )]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(_: Caller<Admin>, State(state): State<AppState>) -> impl IntoResponse {
     let metrics = &state.metrics;
     metrics.feeds_open.set(gauge(state.feeds.open_count()));
     let pool = state.store.pool_use();

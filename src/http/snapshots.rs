@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use super::auth::{Caller, Read, Write};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, AcceptsJson, JsonBody, Path, Query};
 use super::wire::Snapshot;
@@ -53,12 +54,14 @@ pub struct SnapshotWrite {
     )
 )]
 async fn post_snapshot(
+    caller: Caller<Write>,
     State(state): State<AppState>,
     Path(stream): Path<String>,
     _: AcceptsJson,
     JsonBody(body): JsonBody<SnapshotWrite>,
 ) -> ApiResult<(StatusCode, Json<Snapshot>)> {
     names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
+    caller.stream(&stream)?;
     if body.version < 0 {
         return Err(ApiError::BadRequest("version must be ≥ 0".into()));
     }
@@ -115,12 +118,14 @@ struct SnapshotParams {
     )
 )]
 async fn get_snapshot(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(stream): Path<String>,
     _: AcceptsJson,
     Query(params): Query<SnapshotParams>,
 ) -> ApiResult<Json<Snapshot>> {
     names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
+    caller.stream(&stream)?;
     let until_version = extract::until_version(params.until_version)?;
     let snapshot = state.store.snapshot(&stream, until_version).await?;
     snapshot

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::auth::{Caller, Read, Write};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query, Wants};
 use super::feed::{self, Start};
@@ -86,6 +87,7 @@ struct AppendResponse {
     )
 )]
 async fn append(
+    caller: Caller<Write>,
     State(state): State<AppState>,
     Path(stream): Path<String>,
     _: AcceptsJson,
@@ -93,6 +95,7 @@ async fn append(
     JsonBytes(body, _share): JsonBytes,
 ) -> ApiResult<Response> {
     check_stream(&stream)?;
+    caller.stream(&stream)?;
     let expected = extract::expected_version(&headers)?;
     let events = extract::parse_events(&body, &state.limits)?;
     let request = AppendRequest {
@@ -234,12 +237,14 @@ struct StreamPageBody {
     )
 )]
 async fn read_stream(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(stream): Path<String>,
     Query(params): Query<StreamReadParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     check_stream(&stream)?;
+    caller.stream(&stream)?;
     if extract::negotiate(&headers, true)? == Wants::Feed {
         feed::refuse_for_feeds(&[
             ("limit", params.limit.is_some()),
@@ -312,10 +317,12 @@ async fn read_stream(
     )
 )]
 async fn stream_head(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(stream): Path<String>,
 ) -> ApiResult<Response> {
     check_stream(&stream)?;
+    caller.stream(&stream)?;
     match state.store.stream_version(&stream).await? {
         -1 => Err(ApiError::NotFound(format!("stream {stream} has no events"))),
         version => Ok([(header::ETAG, etag(version))].into_response()),
@@ -348,12 +355,14 @@ struct LastParams {
     )
 )]
 async fn last_event(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(stream): Path<String>,
     _: AcceptsJson,
     Query(params): Query<LastParams>,
 ) -> ApiResult<Json<Event>> {
     check_stream(&stream)?;
+    caller.stream(&stream)?;
     for event_type in &params.types {
         names::check_name("an event type", event_type).map_err(ApiError::BadRequest)?;
     }
@@ -400,6 +409,7 @@ struct StreamList {
     )
 )]
 async fn list_streams(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     _: AcceptsJson,
     Query(params): Query<ListParams>,
@@ -410,10 +420,17 @@ async fn list_streams(
     if let Some(after) = &params.after {
         names::check_name_part("after", after).map_err(ApiError::BadRequest)?;
     }
-    let mut streams = state
-        .store
-        .list_streams(&prefix, params.after.as_deref(), limit + 1)
-        .await?;
+    // With stream prefixes, the names in reach lie in ranges of their own,
+    // in order: each is listed in turn until the page is full.
+    let mut streams = Vec::new();
+    for reachable in caller.listable(&prefix) {
+        let wanted = limit + 1 - streams.len() as i64;
+        if wanted == 0 {
+            break;
+        }
+        let after = params.after.as_deref();
+        streams.extend(state.store.list_streams(&reachable, after, wanted).await?);
+    }
     let more = streams.len() as i64 > limit;
     streams.truncate(limit as usize);
     let next = more

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::auth::{Caller, Read};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{AcceptsJson, Path, Query};
 use super::wire::{self, Event};
@@ -41,10 +42,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     )
 )]
 async fn trace(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(message_id): Path<Uuid>,
     _: AcceptsJson,
 ) -> ApiResult<Response> {
+    caller.everywhere("/trace")?;
     let trace = state.store.trace(message_id, state.limits.trace).await?;
     let trace = trace.ok_or_else(|| ApiError::NotFound(format!("no event has id {message_id}")))?;
     let body = render(trace).map_err(|error| {
@@ -167,11 +170,13 @@ struct CorrelationPage {
     )
 )]
 async fn correlation(
+    caller: Caller<Read>,
     State(state): State<AppState>,
     Path(correlation_id): Path<String>,
     _: AcceptsJson,
     Query(params): Query<CorrelationParams>,
 ) -> ApiResult<Json<CorrelationPage>> {
+    caller.everywhere("/correlations")?;
     names::check_correlation_id(&correlation_id).map_err(ApiError::BadRequest)?;
     let position = params.position.unwrap_or(1);
     if position < 0 {

@@ -14,6 +14,7 @@
 //! | `snapshots.rs` | the [`Snapshots`] concern |
 //! | `trace.rs` | the [`Traces`] concern: causes and effects |
 //! | `checkpoints.rs` | the [`Checkpoints`] concern |
+//! | `keys.rs` | the [`Keys`] concern: API keys, as digests |
 //! | `diagnostics.rs` | the [`Diagnostics`] concern: health and query plans |
 //! | `backend.rs` | what a SQL backend supplies to the concerns (pool, read transactions, time spelling, `EXPLAIN`) |
 //! | `sql.rs` | statement builder, per-database runner, database errors mapped by SQLSTATE |
@@ -25,7 +26,7 @@
 //! SQL both databases speak, beside it. Only the write path differs per
 //! database (how each serialises writers), so each backend implements
 //! [`writer::WriteStatements`] and nothing else of the concerns. A new
-//! concern (keys, tags, subscriptions, retention) is a new file of the same
+//! concern (tags, subscriptions, retention) is a new file of the same
 //! shape, and a new supertrait of [`Store`].
 
 mod appends;
@@ -33,6 +34,7 @@ mod backend;
 mod checkpoints;
 mod diagnostics;
 mod error;
+mod keys;
 mod model;
 mod plan;
 pub mod postgres;
@@ -50,9 +52,10 @@ pub use appends::Appends;
 pub use checkpoints::Checkpoints;
 pub use diagnostics::{Diagnostics, ReadStatement};
 pub use error::{AppendError, SnapshotError, StoreError};
+pub use keys::Keys;
 pub use model::{
     AppendRequest, Appended, Checkpoint, Direction, EventPosition, Expected, Filter, GlobalPage,
-    GlobalQuery, NewEvent, NewSnapshot, RecordedEvent, Scope, Snapshot, StreamInfo, StreamPage,
+    GlobalQuery, NewEvent, NewKey, NewSnapshot, RecordedEvent, Scope, Snapshot, StoredKey, StreamInfo, StreamPage,
     StreamQuery, Trace, TraceLimits,
 };
 pub use reads::Reads;
@@ -60,9 +63,9 @@ pub use snapshots::Snapshots;
 pub use trace::Traces;
 
 /// An event store: every concern, offered alike by every backend.
-pub trait Store: Appends + Reads + Snapshots + Traces + Checkpoints + Diagnostics {}
+pub trait Store: Appends + Reads + Snapshots + Traces + Checkpoints + Keys + Diagnostics {}
 
-impl<T: Appends + Reads + Snapshots + Traces + Checkpoints + Diagnostics> Store for T {}
+impl<T: Appends + Reads + Snapshots + Traces + Checkpoints + Keys + Diagnostics> Store for T {}
 
 /// The store behind the HTTP API, shared by every request.
 pub type SharedStore = Arc<dyn Store>;

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+pub use crate::auth::Scope as AccessScope;
+
 /// An event as the client wrote it, validated, with its id decided.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -243,6 +245,34 @@ pub struct StreamInfo {
     pub version: i64,
     /// When its last event was committed.
     pub last_time: DateTime<Utc>,
+}
+
+/// An API key to store: only the digest of its secret.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Its id, chosen by the caller.
+    pub id: Uuid,
+    /// A name for people.
+    pub name: String,
+    /// The SHA-256 digest of its secret, in hex.
+    pub digest: String,
+    /// What it may do.
+    pub scopes: Vec<AccessScope>,
+    /// The stream prefixes it reaches (`None`: every stream).
+    pub streams: Option<Vec<String>>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as stored.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// The key as it was created.
+    pub key: NewKey,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked: Option<DateTime<Utc>>,
 }
 
 /// Most rows a filtered read examines for one page, so a rare filter answers a

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::error::StoreError;
-use super::model::{Checkpoint, RecordedEvent, Snapshot, StreamInfo};
+use super::model::{AccessScope, Checkpoint, NewKey, RecordedEvent, Snapshot, StoredKey, StreamInfo};
 
 /// An event row as both backends return it (times as microseconds since the epoch).
 #[derive(sqlx::FromRow)]
@@ -116,6 +116,51 @@ impl TryFrom<CheckpointRow> for Checkpoint {
             consumer: row.consumer,
             position: row.position,
             time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// An API key row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: Uuid,
+    name: String,
+    digest: String,
+    scopes: String,
+    streams: Option<String>,
+    expires_at: Option<i64>,
+    created: i64,
+    revoked: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        let scopes = row
+            .scopes
+            .split_whitespace()
+            .map(|word| {
+                AccessScope::parse(word)
+                    .ok_or_else(|| StoreError::Internal(format!("stored scope {word:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let streams = row
+            .streams
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Internal(format!("stored key prefixes: {e}")))?;
+        Ok(StoredKey {
+            key: NewKey {
+                id: row.id,
+                name: row.name,
+                digest: row.digest,
+                scopes,
+                streams,
+                expires_at: row.expires_at.map(from_micros).transpose()?,
+            },
+            created: from_micros(row.created)?,
+            revoked: row.revoked.map(from_micros).transpose()?,
         })
     }
 }

@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use super::model::Budgeted;
-use super::rows::{CheckpointRow, EventRow, SnapshotRow, StreamRow};
+use super::rows::{CheckpointRow, EventRow, KeyRow, SnapshotRow, StreamRow};
 
 /// A value bound to a statement.
 pub(crate) enum Bind {
-    /// A 64-bit integer.
-    Int(i64),
+    /// A 64-bit integer, or NULL.
+    Int(Option<i64>),
     /// A string, or NULL.
     Text(Option<String>),
     /// A UUID.
@@ -29,8 +29,8 @@ impl Bind {
     /// by hand.
     pub fn literal(&self) -> String {
         match self {
-            Bind::Int(value) => value.to_string(),
-            Bind::Text(None) => "NULL".to_owned(),
+            Bind::Int(None) | Bind::Text(None) => "NULL".to_owned(),
+            Bind::Int(Some(value)) => value.to_string(),
             Bind::Text(Some(text)) => format!("'{}'", text.replace('\'', "''")),
             Bind::Uuid(uuid) => format!("'{uuid}'"),
         }
@@ -39,6 +39,12 @@ impl Bind {
 
 impl From<i64> for Bind {
     fn from(value: i64) -> Self {
+        Bind::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Bind {
+    fn from(value: Option<i64>) -> Self {
         Bind::Int(value)
     }
 }
@@ -130,6 +136,7 @@ pub(crate) trait Runner:
     + DecodeRow<SnapshotRow>
     + DecodeRow<StreamRow>
     + DecodeRow<CheckpointRow>
+    + DecodeRow<KeyRow>
 {
     /// Runs a query, decoding each row as `R`.
     fn fetch<R: Send>(

@@ -88,7 +88,7 @@ impl TestApp {
 
     /// Starts the app on a free port.
     async fn serve(config: Config, database: Arc<dyn Any + Send + Sync>) -> TestApp {
-        let store = cairn::open_store(&config).await.expect("store opens");
+        let store = cairn::open_store(&config.store).await.expect("store opens");
         let app = cairn::app(&config, store.clone())
             .await
             .expect("app builds");
@@ -101,7 +101,7 @@ impl TestApp {
         TestApp {
             url,
             client: reqwest::Client::new(),
-            database_url: config.database_url.clone().expect("tests name their store"),
+            database_url: config.store.database_url.clone().expect("tests name their store"),
             stop: std::sync::Mutex::new(Some(stop)),
             store,
             database,
