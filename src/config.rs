@@ -45,12 +45,9 @@ pub struct StoreArgs {
     pub pool_size: u32,
 }
 
-/// `cairn keys`: a store and what to do with its keys.
+/// `cairn keys`: what to do with the keys of a store.
 #[derive(Args)]
 pub struct KeysArgs {
-    /// The store holding the keys.
-    #[command(flatten)]
-    pub store: StoreArgs,
     /// What to do.
     #[command(subcommand)]
     pub action: KeysAction,
@@ -73,13 +70,23 @@ pub enum KeysAction {
         /// When it stops working (RFC 3339); unset: never.
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// The store holding the keys.
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// List the keys in force, without their secrets.
-    List,
+    List {
+        /// The store holding the keys.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Revoke a key by its id: every server refuses it within a second.
     Revoke {
         /// The key's id, as `list` shows it.
         id: uuid::Uuid,
+        /// The store holding the keys.
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 

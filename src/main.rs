@@ -30,7 +30,10 @@ async fn main() -> anyhow::Result<()> {
 
 /// `cairn keys`: creates, lists or revokes keys in the store directly.
 async fn keys(args: KeysArgs) -> anyhow::Result<()> {
-    let store = cairn::open_store(&args.store).await?;
+    let (KeysAction::Create { store, .. }
+    | KeysAction::List { store }
+    | KeysAction::Revoke { store, .. }) = &args.action;
+    let store = cairn::open_store(store).await?;
     let mut out = std::io::stdout().lock();
     match args.action {
         KeysAction::Create {
@@ -38,6 +41,7 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
             scopes,
             streams,
             expires_at,
+            ..
         } => {
             let request = KeyRequest {
                 name,
@@ -49,12 +53,12 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
             writeln!(out, "created {}", describe(&stored))?;
             writeln!(out, "{}", secret.expose())?;
         }
-        KeysAction::List => {
+        KeysAction::List { .. } => {
             for stored in store.keys().await?.iter().filter(|k| k.revoked.is_none()) {
                 writeln!(out, "{}", describe(stored))?;
             }
         }
-        KeysAction::Revoke { id } => {
+        KeysAction::Revoke { id, .. } => {
             anyhow::ensure!(store.revoke_key(id).await?, "no key {id} is in force");
             writeln!(out, "revoked {id}: every server refuses it within a second")?;
         }

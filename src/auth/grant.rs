@@ -127,9 +127,10 @@ impl Grant {
     /// (`category-…`) starts with it.
     pub fn category(&self, scope: Scope, category: &str) -> Result<(), Denied> {
         self.require(scope)?;
-        let reached = self.streams.as_ref().is_none_or(|prefixes| {
-            prefixes.iter().any(|p| category.starts_with(p.as_str()))
-        });
+        let reached = self
+            .streams
+            .as_ref()
+            .is_none_or(|prefixes| prefixes.iter().any(|p| category.starts_with(p.as_str())));
         if reached {
             Ok(())
         } else {
@@ -229,7 +230,11 @@ mod tests {
         assert!(g.category(Scope::Read, "order").is_err());
         assert!(g.category(Scope::Read, "acc").is_err());
         assert!(g.everywhere(Scope::Read, "/all").is_err());
-        assert!(grant(&[Scope::Read], None).everywhere(Scope::Read, "/all").is_ok());
+        assert!(
+            grant(&[Scope::Read], None)
+                .everywhere(Scope::Read, "/all")
+                .is_ok()
+        );
     }
 
     #[test]

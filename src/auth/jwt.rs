@@ -221,7 +221,10 @@ async fn load(source: &JwtKeySource) -> anyhow::Result<Vec<VerificationKey>> {
         JwtKeySource::JwksUrl(url) => fetch(url).await?,
     };
     let keys: Vec<VerificationKey> = set.keys.iter().filter_map(verification_key).collect();
-    anyhow::ensure!(!keys.is_empty(), "the JWKS holds no key this server can use");
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "the JWKS holds no key this server can use"
+    );
     Ok(keys)
 }
 
@@ -234,7 +237,10 @@ async fn fetch(url: &reqwest::Url) -> anyhow::Result<JwkSet> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
-        anyhow::ensure!(body.len() <= MAX_JWKS_BYTES, "the JWKS is larger than 1 MiB");
+        anyhow::ensure!(
+            body.len() <= MAX_JWKS_BYTES,
+            "the JWKS is larger than 1 MiB"
+        );
     }
     Ok(serde_json::from_slice(&body)?)
 }

@@ -67,8 +67,9 @@ pub async fn authenticate(
             Some(token) => token,
             None => {
                 return ApiError::Unauthenticated {
-                    detail: "this request needs a credential: `Authorization: Bearer <key or token>`"
-                        .into(),
+                    detail:
+                        "this request needs a credential: `Authorization: Bearer <key or token>`"
+                            .into(),
                     token_given: false,
                 }
                 .into_response();
@@ -100,7 +101,8 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Unauthenticated> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let malformed = || Unauthenticated("the Authorization header must be `Bearer <credential>`".into());
+    let malformed =
+        || Unauthenticated("the Authorization header must be `Bearer <credential>`".into());
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, credential) = value.split_once(' ').ok_or_else(malformed)?;
     let credential = credential.trim();

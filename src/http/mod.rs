@@ -120,7 +120,9 @@ fn api_router() -> OpenApiRouter<AppState> {
 /// with the `401` and `403` problems that come with it (added here once,
 /// rather than in each handler's list).
 fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
     let (routes, mut api) = api_router().split_for_parts();

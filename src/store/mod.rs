@@ -55,8 +55,8 @@ pub use error::{AppendError, SnapshotError, StoreError};
 pub use keys::Keys;
 pub use model::{
     AppendRequest, Appended, Checkpoint, Direction, EventPosition, Expected, Filter, GlobalPage,
-    GlobalQuery, NewEvent, NewKey, NewSnapshot, RecordedEvent, Scope, Snapshot, StoredKey, StreamInfo, StreamPage,
-    StreamQuery, Trace, TraceLimits,
+    GlobalQuery, NewEvent, NewKey, NewSnapshot, RecordedEvent, Scope, Snapshot, StoredKey,
+    StreamInfo, StreamPage, StreamQuery, Trace, TraceLimits,
 };
 pub use reads::Reads;
 pub use snapshots::Snapshots;

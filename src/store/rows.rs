@@ -7,7 +7,9 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::error::StoreError;
-use super::model::{AccessScope, Checkpoint, NewKey, RecordedEvent, Snapshot, StoredKey, StreamInfo};
+use super::model::{
+    AccessScope, Checkpoint, NewKey, RecordedEvent, Snapshot, StoredKey, StreamInfo,
+};
 
 /// An event row as both backends return it (times as microseconds since the epoch).
 #[derive(sqlx::FromRow)]

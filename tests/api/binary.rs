@@ -14,9 +14,10 @@ use futures::StreamExt;
 use crate::common::{HALF_SENT_APPEND, event, postgres};
 
 /// The `cairn` binary serving on a free port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    /// Its base URL.
+    pub(crate) url: String,
 }
 
 impl Server {
@@ -27,15 +28,22 @@ impl Server {
     }
 
     /// Starts the binary with these flags (and no `DATABASE_URL` from the
-    /// environment) and waits until it answers `/health`.
-    async fn start_with(flags: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+    /// environment) and waits until it answers `/health`. It listens on a
+    /// free loopback port unless the flags say `--listen`.
+    pub(crate) async fn start_with(flags: &[&str]) -> Server {
+        let listen = match flags.iter().position(|f| *f == "--listen") {
+            Some(at) => flags[at + 1].to_owned(),
+            None => {
+                let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                format!("127.0.0.1:{}", free.local_addr().unwrap().port())
+            }
+        };
+        let port = listen.rsplit(':').next().unwrap().to_owned();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        if !flags.contains(&"--listen") {
+            command.args(["--listen", &listen]);
+        }
+        let child = command
             .args(flags)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())

@@ -101,7 +101,11 @@ impl TestApp {
         TestApp {
             url,
             client: reqwest::Client::new(),
-            database_url: config.store.database_url.clone().expect("tests name their store"),
+            database_url: config
+                .store
+                .database_url
+                .clone()
+                .expect("tests name their store"),
             stop: std::sync::Mutex::new(Some(stop)),
             store,
             database,
