@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # Cairn: build the release binary, then run it on a slim Debian as a non-root user.
 #   docker build -t cairn .
-#   docker run -p 8080:8080 -v cairn-data:/data cairn                      # embedded SQLite in /data
-#   docker run -p 8080:8080 -e DATABASE_URL=postgres://user:pw@host/db cairn  # Postgres
+#   export CAIRN_ADMIN_KEY=cairn_$(openssl rand -hex 24)     # it listens on 0.0.0.0: a credential is required
+#   docker run -p 8080:8080 -e CAIRN_ADMIN_KEY -v cairn-data:/data cairn                      # embedded SQLite in /data
+#   docker run -p 8080:8080 -e CAIRN_ADMIN_KEY -e DATABASE_URL=postgres://user:pw@host/db cairn  # Postgres
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

@@ -1139,3 +1139,66 @@ async fn credentials_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret} in the log");
     }
 }
+
+/// CORS lets browsers send `Authorization`, and a preflight (which carries
+/// no credential) is answered even with auth on.
+#[tokio::test]
+async fn cors_preflights_allow_the_authorization_header() {
+    let app = TestApp::sqlite().await;
+    let app = app
+        .sibling_with(&[
+            "--admin-key",
+            ADMIN_KEY,
+            "--cors-origin",
+            "http://console.test",
+        ])
+        .await;
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, format!("{}/keys/x", app.url))
+        .header("origin", "http://console.test")
+        .header("access-control-request-method", "DELETE")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    let header = |name: &str| preflight.headers()[name].to_str().unwrap().to_lowercase();
+    assert!(header("access-control-allow-headers").contains("authorization"));
+    assert!(header("access-control-allow-methods").contains("delete"));
+}
+
+/// The OpenAPI document declares the bearer scheme, and every operation
+/// its security requirement: none for `/health`, else the bearer
+/// credential with its `401` and `403` problems.
+#[tokio::test]
+async fn the_openapi_document_declares_security_on_every_route() {
+    let app = TestApp::sqlite().await;
+    let document = app.get_json("/openapi.json").await;
+    let scheme = &document["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (scheme["type"].as_str(), scheme["scheme"].as_str()),
+        (Some("http"), Some("bearer"))
+    );
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let security = &operation["security"];
+            if path == "/health" {
+                assert_eq!(security, &json!([{}]), "{method} {path}");
+                continue;
+            }
+            assert_eq!(security, &json!([{"bearer": []}]), "{method} {path}");
+            for status in ["401", "403"] {
+                let response = &operation["responses"][status];
+                let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+                assert_eq!(
+                    schema, "#/components/schemas/Problem",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 19, "{operations} operations");
+}
