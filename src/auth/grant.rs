@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A scope a credential grants. `admin` implies the other two.
@@ -68,11 +69,12 @@ pub enum Denied {
 }
 
 /// What a caller may do: scopes, and the stream prefixes it reaches (`None`:
-/// every stream).
+/// every stream), until when (`None`: as long as the credential stands).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     scopes: Vec<Scope>,
     streams: Option<Vec<String>>,
+    expires: Option<DateTime<Utc>>,
 }
 
 impl Grant {
@@ -81,13 +83,31 @@ impl Grant {
         Grant {
             scopes: vec![Scope::Admin],
             streams: None,
+            expires: None,
         }
     }
 
     /// A grant of `scopes` over the streams starting with one of `streams`
     /// (`None`: every stream).
     pub fn new(scopes: Vec<Scope>, streams: Option<Vec<String>>) -> Grant {
-        Grant { scopes, streams }
+        Grant {
+            scopes,
+            streams,
+            expires: None,
+        }
+    }
+
+    /// The same grant, ending at `at` (a key's `expires_at`, a JWT's `exp`).
+    pub fn until(self, at: Option<DateTime<Utc>>) -> Grant {
+        Grant {
+            expires: at,
+            ..self
+        }
+    }
+
+    /// When the grant ends, if it does: a feed opened with it ends then.
+    pub fn expires(&self) -> Option<DateTime<Utc>> {
+        self.expires
     }
 
     /// Checks that the grant holds `scope` (`admin` holds them all).

@@ -4,8 +4,9 @@
 //! periodically, where a failed refresh keeps the last good set), `exp`
 //! always, `iss` and `aud` when configured.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
@@ -19,6 +20,9 @@ const LEEWAY_SECONDS: u64 = 5;
 
 /// Largest JWKS document fetched, in bytes.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Most verified tokens remembered; past it the memory starts afresh.
+const MAX_VERIFIED: usize = 10_000;
 
 /// Where a JWT's signing keys come from.
 #[derive(Debug, Clone)]
@@ -74,11 +78,25 @@ pub struct JwtVerifier {
     keys: RwLock<Arc<Vec<VerificationKey>>>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// Tokens already verified, with their grant, until they expire. A
+    /// client sends the same token for its whole life, and checking an
+    /// ES256 or RSA signature on every request would cost more than the
+    /// request itself. Only tokens that passed every check get here; the
+    /// memory is forgotten when the keys change.
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+/// A token that passed every check.
+struct Verified {
+    grant: Grant,
+    /// Its `exp`, in seconds since the epoch.
+    expires: f64,
 }
 
 /// The claims Cairn reads; `exp`, `iss` and `aud` are checked by jsonwebtoken.
 #[derive(Deserialize)]
 struct CairnClaims {
+    exp: f64,
     #[serde(default)]
     scope: Option<ScopeClaim>,
     #[serde(default)]
@@ -104,6 +122,7 @@ impl JwtVerifier {
             keys: RwLock::new(Arc::new(keys)),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            verified: Mutex::new(HashMap::new()),
         });
         if let JwtKeySource::JwksUrl(_) = &config.keys {
             let weak = Arc::downgrade(&verifier);
@@ -117,6 +136,7 @@ impl JwtVerifier {
                     match load(&source).await {
                         Ok(keys) => {
                             *verifier.keys.write().expect("never poisoned") = Arc::new(keys);
+                            verifier.verified.lock().expect("never poisoned").clear();
                         }
                         Err(error) => {
                             tracing::warn!(%error, "refreshing the JWKS failed; the last set stays");
@@ -130,6 +150,27 @@ impl JwtVerifier {
 
     /// The grant of a token, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<Grant, JwtRefusal> {
+        let now = chrono::Utc::now().timestamp() as f64;
+        if let Some(known) = self.verified.lock().expect("never poisoned").get(token)
+            && now < known.expires + LEEWAY_SECONDS as f64
+        {
+            return Ok(known.grant.clone());
+        }
+        let (grant, expires) = self.check(token)?;
+        let mut verified = self.verified.lock().expect("never poisoned");
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        let remembered = Verified {
+            grant: grant.clone(),
+            expires,
+        };
+        verified.insert(token.to_owned(), remembered);
+        Ok(grant)
+    }
+
+    /// Checks a token's signature and claims; its grant and `exp`.
+    fn check(&self, token: &str) -> Result<(Grant, f64), JwtRefusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| format!("the token is not a JWT this server accepts ({e})"))?;
         let keys = self.keys.read().expect("never poisoned").clone();
@@ -164,7 +205,9 @@ impl JwtVerifier {
         let claims = jsonwebtoken::decode::<CairnClaims>(token, &key.key, &validation)
             .map_err(|e| refusal(&e))?
             .claims;
-        grant_of(claims)
+        let expires = claims.exp;
+        let until = chrono::DateTime::from_timestamp(expires as i64 + LEEWAY_SECONDS as i64, 0);
+        Ok((grant_of(claims)?.until(until), expires))
     }
 }
 

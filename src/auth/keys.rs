@@ -183,7 +183,7 @@ impl KeyRing {
             .map(|k| {
                 let key = k.key;
                 let active = ActiveKey {
-                    grant: Grant::new(key.scopes, key.streams),
+                    grant: Grant::new(key.scopes, key.streams).until(key.expires_at),
                     expires_at: key.expires_at,
                 };
                 (KeyDigest(key.digest), active)
@@ -195,6 +195,15 @@ impl KeyRing {
     /// Whether the store holds any key.
     pub fn any_stored(&self) -> bool {
         self.any_stored
+    }
+
+    /// Whether both rings accept the same keys.
+    pub fn same_keys(&self, other: &KeyRing) -> bool {
+        self.active.len() == other.active.len()
+            && self
+                .active
+                .keys()
+                .all(|digest| other.active.contains_key(digest))
     }
 
     /// The grant of a presented key, if it is stored, not revoked and not

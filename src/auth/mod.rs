@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::watch;
 
 pub mod grant;
 pub mod jwt;
@@ -49,6 +50,9 @@ pub struct Authenticator {
     jwt: Option<Arc<JwtVerifier>>,
     ring: RwLock<Arc<KeyRing>>,
     store: SharedStore,
+    /// Counts the changes of the accepted keys, so that feeds can check
+    /// their credential again when a key is revoked.
+    key_changes: watch::Sender<u64>,
 }
 
 impl Authenticator {
@@ -65,6 +69,7 @@ impl Authenticator {
             jwt,
             ring: RwLock::new(Arc::new(ring)),
             store,
+            key_changes: watch::Sender::new(0),
         });
         let weak = Arc::downgrade(&authenticator);
         tokio::spawn(async move {
@@ -105,9 +110,41 @@ impl Authenticator {
 
     /// Reads the stored keys again.
     async fn reload_keys(&self) -> Result<(), crate::store::StoreError> {
-        let ring = KeyRing::of(self.store.keys().await?);
-        *self.ring.write().expect("never poisoned") = Arc::new(ring);
+        let ring = Arc::new(KeyRing::of(self.store.keys().await?));
+        let old = std::mem::replace(
+            &mut *self.ring.write().expect("never poisoned"),
+            ring.clone(),
+        );
+        if !old.same_keys(&ring) {
+            self.key_changes.send_modify(|changes| *changes += 1);
+        }
         Ok(())
+    }
+
+    /// Resolves once `credential` is no longer accepted: revoked, or its
+    /// grant (`expires`) ended. A feed ends then, so that a revoked key
+    /// does not keep one open.
+    pub async fn lapsed(&self, credential: &str, expires: Option<chrono::DateTime<Utc>>) {
+        let mut changes = self.key_changes.subscribe();
+        let expiry = async {
+            match expires {
+                Some(at) => {
+                    tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                () = &mut expiry => return,
+                changed = changes.changed() => {
+                    if changed.is_err() || self.authenticate(credential).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// The grant of a credential: an API key (it starts `cairn_`) or, when

@@ -86,6 +86,10 @@ pub async fn authenticate(
     match state.authenticator.authenticate(&credential) {
         Ok(grant) => {
             request.extensions_mut().insert(grant);
+            request.extensions_mut().insert(Presented {
+                authenticator: state.authenticator.clone(),
+                credential: credential.into(),
+            });
             next.run(request).await
         }
         Err(Unauthenticated(detail)) => ApiError::Unauthenticated {
@@ -94,6 +98,14 @@ pub async fn authenticate(
         }
         .into_response(),
     }
+}
+
+/// The credential a request presented, kept so that a feed can end when it
+/// is revoked or expires. Not `Debug`: it must never reach a log.
+#[derive(Clone)]
+struct Presented {
+    authenticator: Arc<Authenticator>,
+    credential: Arc<str>,
 }
 
 /// The credential of an `Authorization: Bearer …` header, if there is one.
@@ -195,6 +207,7 @@ impl Requires for Admin {
 /// names a request touches against the grant's reach.
 pub struct Caller<S> {
     grant: Grant,
+    presented: Option<Presented>,
     scope: PhantomData<S>,
 }
 
@@ -211,6 +224,7 @@ impl<S: Requires, St: Send + Sync> FromRequestParts<St> for Caller<S> {
         grant.require(S::SCOPE)?;
         Ok(Caller {
             grant,
+            presented: parts.extensions.get::<Presented>().cloned(),
             scope: PhantomData,
         })
     }
@@ -241,6 +255,19 @@ impl<S: Requires> Caller<S> {
     /// Whether a stream is in reach, for reads that hide what is not.
     pub fn reaches(&self, stream: &str) -> bool {
         self.grant.reaches(stream)
+    }
+
+    /// Resolves once the caller's credential is no longer accepted (revoked
+    /// or expired); never with auth off. A feed ends then.
+    pub fn lapsed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let presented = self.presented.clone();
+        let expires = self.grant.expires();
+        async move {
+            match presented {
+                Some(p) => p.authenticator.lapsed(&p.credential, expires).await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The prefixes a listing of `prefix` may show (see [`Grant::listable`]).

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Deserializer};
 
+use super::auth::{Caller, Read};
 use super::error::{ApiError, ApiResult};
 use super::{AppState, wire};
 use crate::feed::{FeedItem, Subject};
@@ -70,8 +71,10 @@ pub fn refuse_for_feeds(given: &[(&str, bool)]) -> ApiResult<()> {
 
 /// Opens a feed as server-sent events. It starts right after `Last-Event-ID`
 /// if given, else right after the consumer's checkpoint if one is stored,
-/// else at `position` (`default_start` when absent).
+/// else at `position` (`default_start` when absent). It ends when the
+/// caller's credential lapses (revoked or expired).
 pub async fn open(
+    caller: &Caller<Read>,
     state: &AppState,
     headers: &HeaderMap,
     subject: Subject,
@@ -97,6 +100,7 @@ pub async fn open(
     let stored = match &checkpoint {
         Some(consumer) => {
             names::check_name("a consumer name", consumer).map_err(ApiError::BadRequest)?;
+            caller.consumer(consumer)?;
             state.store.checkpoint(consumer).await?
         }
         None => None,
@@ -119,7 +123,7 @@ pub async fn open(
         .map_err(|full| ApiError::TooManyFeeds(full.to_string()))?;
     let retry = stream::once(async { Ok::<_, Infallible>(Event::default().retry(RETRY)) });
     let events = items.map(move |item| Ok(sse_event(&subject, item)));
-    let sse = Sse::new(retry.chain(events)).keep_alive(
+    let sse = Sse::new(retry.chain(events).take_until(caller.lapsed())).keep_alive(
         KeepAlive::new()
             .interval(state.limits.keep_alive)
             .text("keep-alive"),

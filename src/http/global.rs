@@ -57,6 +57,7 @@ impl GlobalParams {
     /// Answers with a feed when the client asks for one, else with a page.
     async fn answer(
         self,
+        caller: &Caller<Read>,
         scope: Scope,
         state: &AppState,
         headers: &HeaderMap,
@@ -65,7 +66,7 @@ impl GlobalParams {
             feed::refuse_for_feeds(&[("limit", self.limit.is_some())])?;
             let (position, checkpoint) = (self.position, self.checkpoint.clone());
             let subject = Subject::Global(scope, self.filter()?);
-            return feed::open(state, headers, subject, position, checkpoint, 1).await;
+            return feed::open(caller, state, headers, subject, position, checkpoint, 1).await;
         }
         let query = GlobalQuery {
             position: feed::read_position(self.position, self.checkpoint.as_deref())?.unwrap_or(1),
@@ -167,7 +168,7 @@ async fn read_category(
     names::check_category(&category).map_err(ApiError::BadRequest)?;
     caller.category(&category)?;
     params
-        .answer(Scope::Category(category), &state, &headers)
+        .answer(&caller, Scope::Category(category), &state, &headers)
         .await
 }
 
@@ -194,5 +195,5 @@ async fn read_all(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.everywhere("/all")?;
-    params.answer(Scope::All, &state, &headers).await
+    params.answer(&caller, Scope::All, &state, &headers).await
 }

@@ -255,6 +255,7 @@ async fn read_stream(
         ])?;
         let subject = Subject::Stream(stream);
         return feed::open(
+            &caller,
             &state,
             &headers,
             subject,

@@ -10,6 +10,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
+use cairn::store::Keys;
+
 use crate::common::{TestApp, assert_problem, backend_tests, event};
 
 /// The admin key the servers of these tests are started with.
@@ -577,6 +579,15 @@ async fn feeds_take_an_access_token(app: TestApp) {
         StatusCode::FORBIDDEN,
     )
     .await;
+    // A feed from a consumer's checkpoint: the consumer must be in reach.
+    assert_problem(
+        feed(format!(
+            "/categories/account?checkpoint=billing&access_token={key}"
+        ))
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     assert_unauthenticated(
         feed("/all?access_token=cairn_nope".into()).await,
         "cairn_nope",
@@ -599,7 +610,103 @@ async fn feeds_take_an_access_token(app: TestApp) {
     assert_unauthenticated(post, &key).await;
 }
 
+/// On a loopback server with nothing configured, auth is off until the
+/// first key is stored: from then on, every request needs a credential.
+async fn the_first_stored_key_turns_auth_on(app: TestApp) {
+    assert_eq!(app.get("/all").await.status(), StatusCode::OK);
+    let body = json!({"name": "first", "scopes": ["admin"]});
+    let response = call(&app, Method::POST, "/keys", None, Some(body)).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let key: Value = response.json().await.unwrap();
+    let key = key["key"].as_str().unwrap();
+    assert_unauthenticated(app.get("/all").await, "").await;
+    let read = call(&app, Method::GET, "/all", Some(key), None).await;
+    assert_eq!(read.status(), StatusCode::OK);
+    // Revoking it leaves auth on: a store that held a key stays guarded.
+    let id = app.store.keys().await.unwrap()[0].key.id;
+    let revoke = call(
+        &app,
+        Method::DELETE,
+        &format!("/keys/{id}"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    assert_unauthenticated(app.get("/all").await, "").await;
+}
+
+/// A feed ends once its credential is revoked, and one opened with a key
+/// that expires ends when it does.
+async fn feeds_end_when_their_credential_lapses(app: TestApp) {
+    use futures::StreamExt;
+    let app = secured(&app).await;
+    call(
+        &app,
+        Method::POST,
+        "/streams/account-1",
+        Some(ADMIN_KEY),
+        Some(event("A", json!({}))),
+    )
+    .await;
+    let (revoked, id) = create_key(&app, json!({"name": "f", "scopes": ["read"]})).await;
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let (expiring, _) = create_key(
+        &app,
+        json!({"name": "e", "scopes": ["read"], "expires_at": soon}),
+    )
+    .await;
+    let open = |key: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(format!("{}/categories/account?access_token={key}", app.url))
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut body = response.bytes_stream();
+            // The feed is live: its history and `caught-up` arrive.
+            let mut seen = String::new();
+            while !seen.contains("caught-up") {
+                seen.push_str(&String::from_utf8_lossy(
+                    &body.next().await.unwrap().unwrap(),
+                ));
+            }
+            body
+        }
+    };
+    let (mut first, mut second) = (open(revoked).await, open(expiring).await);
+    let started = Instant::now();
+    let revoke = call(
+        &app,
+        Method::DELETE,
+        &format!("/keys/{id}"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while first.next().await.is_some() {}
+    });
+    assert!(ended.await.is_ok(), "the revoked key's feed stayed open");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        while second.next().await.is_some() {}
+    });
+    assert!(ended.await.is_ok(), "the expired key's feed stayed open");
+}
+
 backend_tests!(
+    feeds_end_when_their_credential_lapses,
+    the_first_stored_key_turns_auth_on,
     only_public_routes_answer_without_a_credential,
     bad_credentials_are_401_and_alike,
     keys_are_created_listed_and_revoked,
