@@ -10,8 +10,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use cairn::store::Keys;
-
 use crate::common::{TestApp, assert_problem, backend_tests, event};
 
 /// The admin key the servers of these tests are started with.
