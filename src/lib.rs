@@ -177,7 +177,15 @@ fn auth_config(config: &Config) -> anyhow::Result<AuthConfig> {
         .map_err(|problem| anyhow::anyhow!("--admin-key: {problem}"))?;
     let keys = match (&config.jwt_jwks, &config.jwt_secret) {
         (Some(jwks), _) => Some(auth::jwt::JwtKeySource::jwks(jwks)?),
-        (None, Some(secret)) => Some(auth::jwt::JwtKeySource::Secret(secret.clone())),
+        (None, Some(secret)) => {
+            // RFC 7518 §3.2: an HMAC key at least as long as the hash.
+            anyhow::ensure!(
+                secret.len() >= auth::jwt::MIN_SECRET_BYTES,
+                "--jwt-secret must hold at least {} bytes",
+                auth::jwt::MIN_SECRET_BYTES
+            );
+            Some(auth::jwt::JwtKeySource::Secret(secret.clone()))
+        }
         (None, None) => None,
     };
     let jwt = keys.map(|keys| auth::jwt::JwtConfig {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::grant::{Grant, Scope};
 
@@ -20,6 +21,10 @@ const LEEWAY_SECONDS: u64 = 5;
 
 /// Largest JWKS document fetched, in bytes.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Fewest bytes of a shared HMAC secret (RFC 7518 §3.2: as long as the
+/// hash), so that it cannot be guessed.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Most verified tokens remembered; past it the memory starts afresh.
 const MAX_VERIFIED: usize = 10_000;
@@ -116,7 +121,11 @@ impl JwtVerifier {
     /// background for as long as the verifier lives. Fails when the keys
     /// cannot be loaded at all: a server that could check no token is
     /// better not started.
-    pub async fn start(config: &JwtConfig) -> anyhow::Result<Arc<JwtVerifier>> {
+    /// `changes` is counted up whenever a refresh replaces the keys.
+    pub async fn start(
+        config: &JwtConfig,
+        changes: Arc<watch::Sender<u64>>,
+    ) -> anyhow::Result<Arc<JwtVerifier>> {
         let keys = load(&config.keys).await?;
         let verifier = Arc::new(JwtVerifier {
             keys: RwLock::new(Arc::new(keys)),
@@ -137,6 +146,7 @@ impl JwtVerifier {
                         Ok(keys) => {
                             *verifier.keys.write().expect("never poisoned") = Arc::new(keys);
                             verifier.verified.lock().expect("never poisoned").clear();
+                            changes.send_modify(|count| *count += 1);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "refreshing the JWKS failed; the last set stays");
@@ -174,11 +184,19 @@ impl JwtVerifier {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| format!("the token is not a JWT this server accepts ({e})"))?;
         let keys = self.keys.read().expect("never poisoned").clone();
-        let key = keys
+        let candidates: Vec<&VerificationKey> = keys
             .iter()
-            .find(|k| header.kid.is_none() || k.kid == header.kid)
-            .ok_or("no key of this server signed the token (unknown `kid`)")?;
-        if !key.algorithms.contains(&header.alg) {
+            .filter(|k| header.kid.is_none() || k.kid == header.kid)
+            .collect();
+        if candidates.is_empty() {
+            return Err("no key of this server signed the token (unknown `kid`)".into());
+        }
+        // Only keys whose kind admits the token's `alg` are tried.
+        let candidates: Vec<&VerificationKey> = candidates
+            .into_iter()
+            .filter(|k| k.algorithms.contains(&header.alg))
+            .collect();
+        if candidates.is_empty() {
             return Err(format!(
                 "the token's algorithm {:?} does not fit its key",
                 header.alg
@@ -202,11 +220,21 @@ impl JwtVerifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        let claims = jsonwebtoken::decode::<CairnClaims>(token, &key.key, &validation)
-            .map_err(|e| refusal(&e))?
-            .claims;
+        // Without a `kid`, each key that fits is tried in turn.
+        let mut outcome = Err("no key".to_owned());
+        for key in candidates {
+            outcome = jsonwebtoken::decode::<CairnClaims>(token, &key.key, &validation)
+                .map_err(|e| refusal(&e));
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let claims = outcome?.claims;
         let expires = claims.exp;
-        let until = chrono::DateTime::from_timestamp(expires as i64 + LEEWAY_SECONDS as i64, 0);
+        let until = chrono::DateTime::from_timestamp(
+            (expires as i64).saturating_add(LEEWAY_SECONDS as i64),
+            0,
+        );
         Ok((grant_of(claims)?.until(until), expires))
     }
 }

@@ -137,6 +137,11 @@ pub async fn issue(
             names::check_name_part("a stream prefix", prefix).map_err(IssueError::Invalid)?;
         }
     }
+    if request.scopes.contains(&Scope::Admin) && request.streams.is_some() {
+        return Err(IssueError::Invalid(
+            "an `admin` key reaches every stream: leave `streams` out".into(),
+        ));
+    }
     if request.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(IssueError::Invalid("`expires_at` is in the past".into()));
     }

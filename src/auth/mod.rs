@@ -50,17 +50,18 @@ pub struct Authenticator {
     jwt: Option<Arc<JwtVerifier>>,
     ring: RwLock<Arc<KeyRing>>,
     store: SharedStore,
-    /// Counts the changes of the accepted keys, so that feeds can check
-    /// their credential again when a key is revoked.
-    key_changes: watch::Sender<u64>,
+    /// Counts the changes of the accepted credentials (stored keys, JWT
+    /// signing keys), so that feeds can check theirs again.
+    credential_changes: Arc<watch::Sender<u64>>,
 }
 
 impl Authenticator {
     /// An authenticator with the stored keys loaded, which then reads them
     /// again every [`KEY_REFRESH`] for as long as it lives.
     pub async fn start(config: &AuthConfig, store: SharedStore) -> anyhow::Result<Arc<Self>> {
+        let credential_changes = Arc::new(watch::Sender::new(0));
         let jwt = match &config.jwt {
-            Some(jwt) => Some(JwtVerifier::start(jwt).await?),
+            Some(jwt) => Some(JwtVerifier::start(jwt, credential_changes.clone()).await?),
             None => None,
         };
         let ring = KeyRing::of(store.keys().await?);
@@ -69,7 +70,7 @@ impl Authenticator {
             jwt,
             ring: RwLock::new(Arc::new(ring)),
             store,
-            key_changes: watch::Sender::new(0),
+            credential_changes,
         });
         let weak = Arc::downgrade(&authenticator);
         tokio::spawn(async move {
@@ -116,16 +117,28 @@ impl Authenticator {
             ring.clone(),
         );
         if !old.same_keys(&ring) {
-            self.key_changes.send_modify(|changes| *changes += 1);
+            self.credential_changes.send_modify(|changes| *changes += 1);
         }
         Ok(())
     }
 
-    /// Resolves once `credential` is no longer accepted: revoked, or its
-    /// grant (`expires`) ended. A feed ends then, so that a revoked key
-    /// does not keep one open.
-    pub async fn lapsed(&self, credential: &str, expires: Option<chrono::DateTime<Utc>>) {
-        let mut changes = self.key_changes.subscribe();
+    /// A watch on the accepted credentials, taken when a request is
+    /// authenticated: [`Authenticator::lapsed`] then misses no change made
+    /// after that moment.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.credential_changes.subscribe()
+    }
+
+    /// Resolves once a request authenticated with `credential` (`None`: auth
+    /// was off) would no longer be: the key revoked, its JWT's signing key
+    /// gone, the grant expired (`expires`), or auth turned on. A feed ends
+    /// then, so that it does not outlive its right to exist.
+    pub async fn lapsed(
+        &self,
+        credential: Option<&str>,
+        expires: Option<chrono::DateTime<Utc>>,
+        mut changes: watch::Receiver<u64>,
+    ) {
         let expiry = async {
             match expires {
                 Some(at) => {
@@ -139,7 +152,11 @@ impl Authenticator {
             tokio::select! {
                 () = &mut expiry => return,
                 changed = changes.changed() => {
-                    if changed.is_err() || self.authenticate(credential).is_err() {
+                    let still = match credential {
+                        Some(credential) => self.authenticate(credential).is_ok(),
+                        None => !self.is_on(),
+                    };
+                    if changed.is_err() || !still {
                         return;
                     }
                 }

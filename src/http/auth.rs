@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
 
 use super::error::ApiError;
 use crate::auth::{Authenticator, Grant, Scope, Unauthenticated};
@@ -41,8 +42,8 @@ fn is_public(path: &str) -> bool {
 
 /// Authenticates every request that needs it and records its [`Grant`].
 /// With auth off, every request is granted everything (after the loopback
-/// `Host` check). A credential in `access_token` is taken out of the URI,
-/// so no handler, log line or error echoes it.
+/// `Host` check). A credential in `access_token` (feeds only) is taken out
+/// of the URI, so no handler, log line or error echoes it.
 pub async fn authenticate(
     State(state): State<AuthLayerState>,
     mut request: Request,
@@ -56,15 +57,32 @@ pub async fn authenticate(
             return refused.into_response();
         }
         request.extensions_mut().insert(Grant::everything());
+        request.extensions_mut().insert(Presented {
+            changes: state.authenticator.watch(),
+            authenticator: state.authenticator.clone(),
+            credential: None,
+        });
         return next.run(request).await;
     }
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
+    // Watched from before the credential is checked: no revocation after
+    // the check can be missed by a feed.
+    let changes = state.authenticator.watch();
     let credential = match bearer(request.headers()) {
         Ok(Some(credential)) => credential.to_owned(),
         Ok(None) => match from_query {
-            Some(token) => token,
+            Some(token) if wants_feed(request.headers()) => token,
+            Some(_) => {
+                return ApiError::Unauthenticated {
+                    detail: "`access_token` is taken by feeds only (`Accept: text/event-stream`); \
+                             send `Authorization: Bearer <key or token>`"
+                        .into(),
+                    token_given: true,
+                }
+                .into_response();
+            }
             None => {
                 return ApiError::Unauthenticated {
                     detail:
@@ -87,8 +105,9 @@ pub async fn authenticate(
         Ok(grant) => {
             request.extensions_mut().insert(grant);
             request.extensions_mut().insert(Presented {
+                changes,
                 authenticator: state.authenticator.clone(),
-                credential: credential.into(),
+                credential: Some(credential.into()),
             });
             next.run(request).await
         }
@@ -100,12 +119,14 @@ pub async fn authenticate(
     }
 }
 
-/// The credential a request presented, kept so that a feed can end when it
-/// is revoked or expires. Not `Debug`: it must never reach a log.
+/// The credential a request presented (`None`: auth was off), kept so that
+/// a feed can end when it lapses. Not `Debug`: it must never reach a log.
 #[derive(Clone)]
 struct Presented {
     authenticator: Arc<Authenticator>,
-    credential: Arc<str>,
+    credential: Option<Arc<str>>,
+    /// The credentials' changes, watched since the request was authenticated.
+    changes: watch::Receiver<u64>,
 }
 
 /// The credential of an `Authorization: Bearer …` header, if there is one.
@@ -124,8 +145,18 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Unauthenticated> {
     Ok(Some(credential))
 }
 
-/// Removes `access_token` from the query of a `GET` and returns its value.
-/// On other methods it is left alone (and never used).
+/// Whether a request asks for a feed (server-sent events): only then is a
+/// credential taken from the query (API.md), since URLs end up in logs.
+fn wants_feed(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("text/event-stream"))
+}
+
+/// Removes `access_token` from the query of a `GET` and returns its value
+/// (used only by feeds). On other methods it is left alone, and never used.
 fn take_access_token(request: &mut Request) -> Option<String> {
     if request.method() != Method::GET {
         return None;
@@ -221,7 +252,12 @@ impl<S: Requires, St: Send + Sync> FromRequestParts<St> for Caller<S> {
             .get::<Grant>()
             .cloned()
             .ok_or(ApiError::Internal)?;
-        grant.require(S::SCOPE)?;
+        match S::SCOPE {
+            // Administration (keys, metrics) reaches past any stream prefix:
+            // only a grant over every stream may do it.
+            Scope::Admin => grant.everywhere(Scope::Admin, "administration")?,
+            scope => grant.require(scope)?,
+        }
         Ok(Caller {
             grant,
             presented: parts.extensions.get::<Presented>().cloned(),
@@ -258,13 +294,17 @@ impl<S: Requires> Caller<S> {
     }
 
     /// Resolves once the caller's credential is no longer accepted (revoked
-    /// or expired); never with auth off. A feed ends then.
+    /// or expired), or auth turns on for a caller admitted while it was off.
+    /// A feed ends then.
     pub fn lapsed(&self) -> impl Future<Output = ()> + Send + 'static {
         let presented = self.presented.clone();
         let expires = self.grant.expires();
         async move {
             match presented {
-                Some(p) => p.authenticator.lapsed(&p.credential, expires).await,
+                Some(p) => {
+                    let credential = p.credential.as_deref();
+                    p.authenticator.lapsed(credential, expires, p.changes).await;
+                }
                 None => std::future::pending().await,
             }
         }

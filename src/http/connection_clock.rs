@@ -6,7 +6,10 @@
 //! Written by hand because hyper has a single timer for both, started
 //! whenever it waits for a header section: with it, a kept-alive connection
 //! was closed as idle after the short header timeout. This clock tells the
-//! two apart by watching the connection's bytes and its requests.
+//! two apart by watching the connection's bytes and its requests. It also
+//! closes a connection whose client stops reading an answer for the idle
+//! timeout, which would otherwise hold its socket (and a connection slot)
+//! for ever.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,10 +36,32 @@ enum Phase {
     Idle { until: Instant },
 }
 
+/// Where a connection is, and since when its client has not taken what the
+/// server writes (`None`: it has).
+#[derive(Debug, Clone, Copy)]
+struct State {
+    phase: Phase,
+    stalled_until: Option<Instant>,
+}
+
+impl State {
+    /// The deadline the connection is under, if any.
+    fn deadline(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Head { until } | Phase::Idle { until } => Some(until),
+            Phase::Serving => None,
+        };
+        match (phase, self.stalled_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// The phase one connection is in; the connection is closed once its
 /// deadline passes.
 pub struct ConnectionClock {
-    phase: watch::Sender<Phase>,
+    state: watch::Sender<State>,
     header_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -47,7 +72,10 @@ impl ConnectionClock {
     pub fn start(header_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
         let until = Instant::now() + header_timeout;
         Arc::new(Self {
-            phase: watch::Sender::new(Phase::Head { until }),
+            state: watch::Sender::new(State {
+                phase: Phase::Head { until },
+                stalled_until: None,
+            }),
             header_timeout,
             idle_timeout,
         })
@@ -55,13 +83,10 @@ impl ConnectionClock {
 
     /// Resolves once the deadline of the phase the connection is in passes.
     pub async fn expired(&self) {
-        let mut phase = self.phase.subscribe();
+        let mut state = self.state.subscribe();
         loop {
-            let deadline = match *phase.borrow_and_update() {
-                Phase::Head { until } | Phase::Idle { until } => Some(until),
-                Phase::Serving => None,
-            };
-            let changed = phase.changed();
+            let deadline = state.borrow_and_update().deadline();
+            let changed = state.changed();
             match deadline {
                 Some(until) => tokio::select! {
                     () = tokio::time::sleep_until(until) => return,
@@ -75,21 +100,52 @@ impl ConnectionClock {
 
     /// Bytes arrived: on an idle connection they begin a header section.
     fn bytes_arrived(&self) {
-        if matches!(*self.phase.borrow(), Phase::Idle { .. }) {
+        if matches!(self.state.borrow().phase, Phase::Idle { .. }) {
             let until = Instant::now() + self.header_timeout;
-            self.phase.send_replace(Phase::Head { until });
+            self.set_phase(Phase::Head { until });
         }
     }
 
     /// A header section arrived in full: the request is being served.
     pub fn request_started(&self) {
-        self.phase.send_replace(Phase::Serving);
+        self.set_phase(Phase::Serving);
     }
 
     /// The response was sent (or abandoned): the connection is idle.
     fn response_finished(&self) {
         let until = Instant::now() + self.idle_timeout;
-        self.phase.send_replace(Phase::Idle { until });
+        self.set_phase(Phase::Idle { until });
+    }
+
+    /// A write could not go out: the client is not reading. From the first
+    /// such write on, it has the idle timeout to take something.
+    fn write_blocked(&self) {
+        if self.state.borrow().stalled_until.is_none() {
+            let until = Instant::now() + self.idle_timeout;
+            self.state
+                .send_modify(|state| state.stalled_until = Some(until));
+        }
+    }
+
+    /// A write went out: the client is reading. After the response's body
+    /// is done, hyper may still be writing its last bytes: the idle time
+    /// counts from the last of them.
+    fn write_went_out(&self) {
+        let state = *self.state.borrow();
+        let idle = matches!(state.phase, Phase::Idle { .. });
+        if state.stalled_until.is_some() || idle {
+            let until = Instant::now() + self.idle_timeout;
+            self.state.send_modify(|state| {
+                state.stalled_until = None;
+                if idle {
+                    state.phase = Phase::Idle { until };
+                }
+            });
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.state.send_modify(|state| state.phase = phase);
     }
 
     /// Wraps a connection's socket so that the clock sees its bytes arrive.
@@ -109,10 +165,22 @@ impl ConnectionClock {
     }
 }
 
-/// A socket whose reads tell a [`ConnectionClock`] that bytes arrived.
+/// A socket whose reads tell a [`ConnectionClock`] that bytes arrived, and
+/// whose writes whether the client takes them.
 pub struct ClockedIo<T> {
     io: T,
     clock: Arc<ConnectionClock>,
+}
+
+impl<T> ClockedIo<T> {
+    /// Tells the clock whether a write went out, and passes its outcome on.
+    fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        match written {
+            Poll::Pending => self.clock.write_blocked(),
+            Poll::Ready(_) => self.clock.write_went_out(),
+        }
+        written
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ClockedIo<T> {
@@ -136,7 +204,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClockedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.note(written)
     }
 
     fn poll_write_vectored(
@@ -144,7 +213,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClockedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.note(written)
     }
 
     fn is_write_vectored(&self) -> bool {

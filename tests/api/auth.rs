@@ -284,6 +284,7 @@ async fn keys_are_created_listed_and_revoked(app: TestApp) {
         json!({"name": "k", "scopes": ["read"], "streams": ["a\u{7}"]}),
         json!({"name": "k", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"}),
         json!({"name": "k", "scopes": ["read"], "secret": "mine"}),
+        json!({"name": "k", "scopes": ["admin"], "streams": ["account"]}),
         json!({"name": "", "scopes": ["read"]}),
         json!({"scopes": ["read"]}),
         json!(["k", ["read"]]),
@@ -591,12 +592,13 @@ async fn feeds_take_an_access_token(app: TestApp) {
         "cairn_nope",
     )
     .await;
-    // A plain read with the parameter works too; the parameter is no
-    // unknown query parameter to the handler.
+    // Only feeds take it: a plain read must send the header (URLs end up
+    // in logs), and is told so.
     let read = app
         .get(&format!("/streams/account-1?access_token={key}&limit=1"))
         .await;
-    assert_eq!(read.status(), StatusCode::OK);
+    let detail = assert_unauthenticated(read, &key).await;
+    assert!(detail.contains("feeds only"), "{detail}");
     // Only on GET.
     let post = app
         .client
@@ -764,6 +766,18 @@ async fn jwts_signed_with_a_shared_secret(app: TestApp) {
     assert_eq!(read.status(), StatusCode::OK);
     let admin = call(&app, Method::GET, "/keys", Some(&token), None).await;
     assert_problem(admin, StatusCode::FORBIDDEN).await;
+    // An admin token limited to some streams may not administer.
+    let narrow_admin = hmac_token(
+        SECRET,
+        &claims(
+            json!({"iss": "https://idp.test", "aud": "cairn", "scope": "cairn:admin",
+            "cairn_streams": ["a-"]}),
+        ),
+    );
+    let keys = call(&app, Method::GET, "/keys", Some(&narrow_admin), None).await;
+    assert_problem(keys, StatusCode::FORBIDDEN).await;
+    let own = call(&app, Method::GET, "/streams/a-1", Some(&narrow_admin), None).await;
+    assert_eq!(own.status(), StatusCode::OK);
 
     let scoped = hmac_token(
         SECRET,
@@ -1067,6 +1081,16 @@ async fn credentials_decide_whether_and_how_the_server_starts() {
     let (started, _, error) = run_cairn(&["--listen", "0.0.0.0:0", "--data-dir", data]).await;
     assert!(!started);
     assert!(error.contains("--insecure-no-auth"), "{error}");
+    let weak = [
+        "--jwt-secret",
+        "too short",
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (started, _, error) = run_cairn(&weak).await;
+    assert!(!started && error.contains("--jwt-secret"), "{error}");
     let short = [
         "--admin-key",
         "cairn_short",

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{HALF_SENT_APPEND, TestApp};
+use serde_json::json;
+
+use crate::common::{HALF_SENT_APPEND, TestApp, event};
 
 /// Connects to a test server.
 async fn connect(app: &TestApp) -> TcpStream {
@@ -109,6 +111,36 @@ async fn kept_alive_connections_idle_longer_than_a_header_may_take() {
         .unwrap();
     let (_, waited) = read_until_closed(&mut resumed, Duration::from_secs(5)).await;
     assert!(waited < Duration::from_secs(2), "closed after {waited:?}");
+}
+
+/// A client that stops reading an answer (here a feed, whose answer never
+/// ends) is disconnected after the idle timeout, instead of holding its
+/// socket for ever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let app = TestApp::sqlite().await;
+    let big = "x".repeat(3_000_000);
+    for _ in 0..2 {
+        let appended = app.append("big-1", &event("A", json!(big)), &[]).await;
+        assert_eq!(appended.status(), reqwest::StatusCode::CREATED);
+    }
+    let app = app.sibling_with(&["--idle-timeout-secs", "1"]).await;
+    // A small receive window, so that the 6 MB answer cannot all sit in
+    // the client's buffers.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = app.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(address).await.unwrap();
+    stalled
+        .write_all(
+            b"GET /streams/big-1 HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (answer, _) = read_until_closed(&mut stalled, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"));
+    assert!(answer.len() < 6_000_000, "the whole answer arrived");
 }
 
 /// A request whose body never arrives in full gets `408` as a problem and
