@@ -41,10 +41,7 @@ fn check_consumer(consumer: &str) -> ApiResult<()> {
     request_body(content = CheckpointWrite, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored", body = Checkpoint),
-        (status = 400, description = "Malformed body or name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The position is beyond the head of the log", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn put_checkpoint(
@@ -80,10 +77,7 @@ async fn put_checkpoint(
     params(("consumer" = String, Path, description = "The consumer")),
     responses(
         (status = 200, description = "The checkpoint", body = Checkpoint),
-        (status = 400, description = "Malformed name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Never set", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn get_checkpoint(

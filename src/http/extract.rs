@@ -185,7 +185,7 @@ pub struct EventWrite {
     #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
     /// A JSON object or null.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     metadata: Option<Box<RawValue>>,
     /// The id of the event that caused this one.
     causation_id: Option<Uuid>,

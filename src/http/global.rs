@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Caller, Read};
-use super::error::{ApiError, ApiResult, Problem};
+use super::error::{ApiError, ApiResult};
 use super::extract::{self, Path, Query, Wants};
 use super::feed::{self, Start};
 use super::wire::{self, Event};
@@ -36,8 +36,9 @@ struct GlobalParams {
     position: Option<Start>,
     /// Feeds only: start right after this consumer's checkpoint, if it has one.
     checkpoint: Option<String>,
-    /// Most events returned (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Most events returned (default 100; at most the server's
+    /// `--max-page-size`, 1000 unless configured).
+    #[param(minimum = 1, example = 100)]
     limit: Option<i64>,
     /// Only events of this type; repeat for several (`type=A&type=B`).
     #[serde(default, rename = "type")]
@@ -147,15 +148,16 @@ struct GlobalPageBody {
     get,
     path = "/categories/{category}",
     tag = "global",
-    params(("category" = String, Path, description = "The category: a stream name up to its first `-`"), GlobalParams),
+    params(
+        ("category" = String, Path, description = "The category: a stream name up to its first `-`", example = "account"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Feeds: the `id:` (global position) of the last event received; the feed resumes right after it", example = "1187"),
+        GlobalParams,
+    ),
     responses(
         (status = 200, description = "A page of events (JSON), or with `Accept: text/event-stream` a live feed: \
          history from `position`, one `event: caught-up` message, then events as they commit; each event's \
          `id:` is its global position",
          content((GlobalPageBody = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable, or too many feeds are open", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_category(
@@ -177,15 +179,12 @@ async fn read_category(
     get,
     path = "/all",
     tag = "global",
-    params(GlobalParams),
+    params(("Last-Event-ID" = Option<String>, Header, description = "Feeds: the `id:` (global position) of the last event received; the feed resumes right after it", example = "1187"), GlobalParams),
     responses(
         (status = 200, description = "A page of events (JSON), or with `Accept: text/event-stream` a live feed: \
          history from `position`, one `event: caught-up` message, then events as they commit; each event's \
          `id:` is its global position",
          content((GlobalPageBody = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "Malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable, or too many feeds are open", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_all(

@@ -98,9 +98,6 @@ struct KeyList {
     request_body(content = KeyCreate, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `key` is shown this once", body = CreatedKey),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn create_key(
@@ -137,8 +134,6 @@ async fn create_key(
     tag = "keys",
     responses(
         (status = 200, description = "The keys", body = KeyList),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_keys(
@@ -163,9 +158,7 @@ async fn list_keys(
     params(("id" = Uuid, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key in force", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn revoke_key(

@@ -30,6 +30,7 @@ pub mod extract;
 mod feed;
 mod global;
 mod keys;
+mod openapi;
 mod ops;
 pub mod server;
 mod snapshots;
@@ -89,6 +90,8 @@ pub struct AppState {
         description = "An HTTP/JSON event store: append events to streams with optimistic \
                        concurrency, read them by stream, category or globally."
     ),
+    servers((url = "/", description = "The server that serves this document")),
+    components(schemas(error::Problem)),
     tags(
         (name = "streams", description = "Append to and read one stream"),
         (name = "global", description = "Categories and the global log"),
@@ -115,62 +118,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::router())
 }
 
-/// The routes and their OpenAPI document, in which every route declares
-/// its security requirement: none for `/health`, else a bearer credential,
-/// with the `401` and `403` problems that come with it (added here once,
-/// rather than in each handler's list).
+/// The routes and their OpenAPI document, completed with what every route
+/// shares (see [`openapi::complete`]).
 fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use utoipa::openapi::security::{
-        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-    };
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-
     let (routes, mut api) = api_router().split_for_parts();
-    let bearer = HttpBuilder::new()
-        .scheme(HttpAuthScheme::Bearer)
-        .description(Some(
-            "An API key (`cairn_…`) or a JWT. Feeds also take it as `?access_token=`.",
-        ))
-        .build();
-    api.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(bearer));
-    let problem = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
-    for (path, item) in api.paths.paths.iter_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.head,
-        ];
-        for operation in operations.into_iter().flatten() {
-            if path == "/health" {
-                operation.security = Some(vec![SecurityRequirement::default()]);
-                continue;
-            }
-            operation.security = Some(vec![SecurityRequirement::new("bearer", [""; 0])]);
-            let responses = &mut operation.responses.responses;
-            responses.insert(
-                "401".into(),
-                problem("No valid credential (`WWW-Authenticate: Bearer`)").into(),
-            );
-            responses.insert(
-                "403".into(),
-                problem("The credential lacks the scope, or does not reach the stream").into(),
-            );
-        }
-    }
+    openapi::complete(&mut api);
     (routes, api)
 }
 

@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
 use super::auth::{Admin, Caller};
-use super::error::{ApiResult, Problem};
+use super::error::ApiResult;
 use crate::metrics::Metrics;
 
 /// The operations routes.
@@ -34,7 +34,6 @@ struct Health {
     tag = "operations",
     responses(
         (status = 200, description = "The store answers", body = Health),
-        (status = 503, description = "The store does not answer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {

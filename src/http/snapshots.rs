@@ -45,12 +45,8 @@ pub struct SnapshotWrite {
     request_body(content = SnapshotWrite, content_type = "application/json"),
     responses(
         (status = 201, description = "Stored", body = Snapshot),
-        (status = 400, description = "Malformed body or name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The version is beyond the stream's", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over the limit", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn post_snapshot(
@@ -111,10 +107,7 @@ struct SnapshotParams {
     params(("stream" = String, Path, description = "The stream"), SnapshotParams),
     responses(
         (status = 200, description = "The snapshot", body = Snapshot),
-        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No snapshot within the bound", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn get_snapshot(

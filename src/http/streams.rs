@@ -35,7 +35,8 @@ fn check_stream(stream: &str) -> ApiResult<()> {
 }
 
 /// One event or a non-empty array of events, appended atomically in order.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)] // describes the body in the OpenAPI document; `parse_events` reads it
 enum AppendBody {
     /// A single event.
@@ -67,8 +68,8 @@ struct AppendResponse {
     tag = "streams",
     params(
         ("stream" = String, Path, description = "The stream, e.g. `account-123`"),
-        ("If-Match" = Option<String>, Header, description = "Expected version: `\"5\"`, `\"-1\"` (no stream) or `*` (stream exists)"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: the stream must have no events"),
+        ("If-Match" = Option<String>, Header, description = "Expected version: `\"5\"`, `\"-1\"` (no stream) or `*` (stream exists)", example = "\"5\""),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: the stream must have no events", example = "*"),
     ),
     request_body(content = AppendBody, content_type = "application/json"),
     responses(
@@ -76,14 +77,9 @@ struct AppendResponse {
          headers(("ETag" = String, description = "The new version"), ("Location" = String, description = "Where the first new event reads"))),
         (status = 200, description = "A retry of a stored write: nothing written", body = AppendResponse,
          headers(("ETag" = String, description = "The version of the last retried event"))),
-        (status = 400, description = "Malformed body, name or header", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An event id is used elsewhere", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The expected version does not hold", body = Problem, content_type = "application/problem+json",
          headers(("ETag" = String, description = "The current version"))),
-        (status = 413, description = "Body or batch over the limits", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn append(
@@ -173,8 +169,9 @@ struct StreamReadParams {
     position: Option<Start>,
     /// Feeds only: start right after this consumer's checkpoint, if it has one.
     checkpoint: Option<String>,
-    /// Most events returned (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Most events returned (default 100; at most the server's
+    /// `--max-page-size`, 1000 unless configured).
+    #[param(minimum = 1, example = 100)]
     limit: Option<i64>,
     /// `forward` (default) or `backward`.
     #[param(inline)]
@@ -216,7 +213,8 @@ struct StreamPageBody {
     tag = "streams",
     params(
         ("stream" = String, Path, description = "The stream"),
-        ("If-None-Match" = Option<String>, Header, description = "The version the client holds: `304` when it is current"),
+        ("If-None-Match" = Option<String>, Header, description = "The version the client holds: `304` when it is current", example = "\"5\""),
+        ("Last-Event-ID" = Option<String>, Header, description = "Feeds: the `id:` of the last event received; the feed resumes right after it", example = "41"),
         StreamReadParams,
     ),
     responses(
@@ -228,12 +226,8 @@ struct StreamPageBody {
              (String = "text/event-stream"),
          ),
          headers(("ETag" = String, description = "The stream's current version (JSON reads)"))),
-        (status = 503, description = "The store is unavailable, or too many feeds are open", body = Problem, content_type = "application/problem+json"),
         (status = 304, description = "The stream is still at the version in If-None-Match"),
-        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_stream(
@@ -312,9 +306,7 @@ async fn read_stream(
     params(("stream" = String, Path, description = "The stream")),
     responses(
         (status = 200, description = "The stream has events", headers(("ETag" = String, description = "Its version"))),
-        (status = 400, description = "Malformed name"),
         (status = 404, description = "The stream has no events"),
-        (status = 503, description = "The store is unavailable"),
     )
 )]
 async fn stream_head(
@@ -349,10 +341,7 @@ struct LastParams {
     params(("stream" = String, Path, description = "The stream"), LastParams),
     responses(
         (status = 200, description = "The event", body = Event),
-        (status = 400, description = "Malformed name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn last_event(
@@ -382,8 +371,9 @@ struct ListParams {
     prefix: Option<String>,
     /// Only streams after this name (the `next` of the previous page).
     after: Option<String>,
-    /// Most streams returned (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Most streams returned (default 100; at most the server's
+    /// `--max-page-size`, 1000 unless configured).
+    #[param(minimum = 1, example = 100)]
     limit: Option<i64>,
 }
 
@@ -404,9 +394,6 @@ struct StreamList {
     params(ListParams),
     responses(
         (status = 200, description = "A page of streams", body = StreamList),
-        (status = 400, description = "Malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_streams(

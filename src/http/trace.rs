@@ -35,10 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     params(("message_id" = Uuid, Path, description = "The event's id")),
     responses(
         (status = 200, description = "The trace", body = TraceBody),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn trace(
@@ -138,8 +135,9 @@ struct CorrelationParams {
     /// The first global position read (inclusive, default 1).
     #[param(minimum = 0)]
     position: Option<i64>,
-    /// Most events returned (1–1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Most events returned (default 100; at most the server's
+    /// `--max-page-size`, 1000 unless configured).
+    #[param(minimum = 1, example = 100)]
     limit: Option<i64>,
 }
 
@@ -164,9 +162,6 @@ struct CorrelationPage {
     params(("correlation_id" = String, Path, description = "The correlation id"), CorrelationParams),
     responses(
         (status = 200, description = "A page of events", body = CorrelationPage),
-        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "Accept admits no JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn correlation(

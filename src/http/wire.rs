@@ -33,7 +33,7 @@ pub struct Event {
     #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
     /// `metadata`, as written.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub metadata: Option<Box<RawValue>>,
     /// The event that caused this one.
     pub causation_id: Option<Uuid>,

@@ -1298,8 +1298,10 @@ async fn cors_preflights_allow_the_authorization_header() {
 }
 
 /// The OpenAPI document declares the bearer scheme, and every operation
-/// its security requirement: none for `/health`, else the bearer
-/// credential with its `401` and `403` problems.
+/// its security requirement (none for `/health`, else the bearer
+/// credential) and the shared problems it can answer: `401` and `403` when
+/// guarded, `408`, `421` and `500` always, `413` and `415` with a body, each
+/// a problem+json (no body for `HEAD`).
 #[tokio::test]
 async fn the_openapi_document_declares_security_on_every_route() {
     let app = TestApp::sqlite().await;
@@ -1313,19 +1315,38 @@ async fn the_openapi_document_declares_security_on_every_route() {
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             operations += 1;
-            let security = &operation["security"];
-            if path == "/health" {
-                assert_eq!(security, &json!([{}]), "{method} {path}");
-                continue;
+            let public = path == "/health";
+            let expected = if public {
+                json!([{}])
+            } else {
+                json!([{"bearer": []}])
+            };
+            assert_eq!(operation["security"], expected, "{method} {path}");
+            let mut shared = vec!["408", "421", "500"];
+            if !public {
+                shared.extend(["401", "403"]);
             }
-            assert_eq!(security, &json!([{"bearer": []}]), "{method} {path}");
-            for status in ["401", "403"] {
+            if operation.get("requestBody").is_some() {
+                shared.extend(["413", "415"]);
+            }
+            for status in shared {
                 let response = &operation["responses"][status];
-                let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
-                assert_eq!(
-                    schema, "#/components/schemas/Problem",
+                assert!(
+                    response["description"].is_string(),
                     "{method} {path} {status}"
                 );
+                let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+                if method == "head" {
+                    assert!(
+                        response.get("content").is_none(),
+                        "{method} {path} {status}"
+                    );
+                } else {
+                    assert_eq!(
+                        schema, "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
             }
         }
     }

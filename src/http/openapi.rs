@@ -1,0 +1,134 @@
+//! The OpenAPI document's shared parts, declared once here by rule rather
+//! than repeated in every handler: the problems most routes can answer
+//! (malformed input, auth, deadlines, an unavailable store…), and each
+//! route's security requirement. Handlers list only their own answers
+//! (`200`, `201`, `304`, `404`, `409`, `412`).
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Response, ResponseBuilder};
+
+/// Routes anyone may call, even with auth on, as the document lists them.
+const PUBLIC: &[&str] = &["/health"];
+
+/// Routes that answer without the store.
+const STORELESS: &[&str] = &["/metrics"];
+
+/// Adds the bearer security scheme, and to every operation its security
+/// requirement and the shared problems it can answer.
+pub fn complete(api: &mut OpenApi) {
+    let bearer = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "An API key (`cairn_…`) or a JWT. Feeds also take it as `?access_token=`.",
+        ))
+        .build();
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    for (path, item) in api.paths.paths.iter_mut() {
+        let operations = [
+            (&mut item.get, false),
+            (&mut item.put, false),
+            (&mut item.post, false),
+            (&mut item.delete, false),
+            (&mut item.head, true),
+        ];
+        for (operation, head) in operations {
+            if let Some(operation) = operation {
+                complete_operation(path, operation, head);
+            }
+        }
+    }
+}
+
+/// One operation's security and shared problems (without a body for
+/// `HEAD`, whose answers have none).
+fn complete_operation(path: &str, operation: &mut Operation, head: bool) {
+    let public = PUBLIC.contains(&path);
+    let has_input = operation.request_body.is_some()
+        || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let has_body = operation.request_body.is_some();
+    let answers_json = operation
+        .responses
+        .responses
+        .iter()
+        .any(|(status, answer)| {
+            status.starts_with('2')
+                && matches!(answer, utoipa::openapi::RefOr::T(answer)
+                if answer.content.contains_key("application/json"))
+        });
+    operation.security = Some(vec![if public {
+        SecurityRequirement::default()
+    } else {
+        SecurityRequirement::new("bearer", [""; 0])
+    }]);
+    let shared: [(&str, bool, &str); 10] = [
+        (
+            "400",
+            has_input,
+            "Malformed input: a name, query parameter, header or body",
+        ),
+        (
+            "401",
+            !public,
+            "No valid credential (`WWW-Authenticate: Bearer`)",
+        ),
+        (
+            "403",
+            !public,
+            "The credential lacks the scope, or does not reach the stream",
+        ),
+        ("406", answers_json && !public, "`Accept` admits no JSON"),
+        (
+            "408",
+            true,
+            "The request was not received and answered within the request deadline",
+        ),
+        (
+            "413",
+            has_body,
+            "The body or batch exceeds the configured limits",
+        ),
+        ("415", has_body, "The body is not JSON"),
+        (
+            "421",
+            true,
+            "Auth is off on a loopback listener, and `Host` is no loopback name",
+        ),
+        (
+            "500",
+            true,
+            "A bug or corrupt data; the detail is in the server's log",
+        ),
+        (
+            "503",
+            !STORELESS.contains(&path),
+            "The store is unavailable, or too many feeds are open: retry after `Retry-After`",
+        ),
+    ];
+    let responses = &mut operation.responses.responses;
+    for (status, applies, description) in shared {
+        if applies && !responses.contains_key(status) {
+            let answer = if head {
+                ResponseBuilder::new().description(description).build()
+            } else {
+                problem(description)
+            };
+            responses.insert(status.to_owned(), answer.into());
+        }
+    }
+}
+
+/// A problem+json answer.
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
