@@ -28,6 +28,14 @@ pub enum Command {
     Openapi,
     /// Manage API keys in the store directly: how the first admin key is made.
     Keys(KeysArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The client commands, which talk to a running server.
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 /// Which store to open: shared by `serve` and `keys`.

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`auth`]: credentials (API keys, JWTs) and what they grant.
+//! - [`cli`]: the client commands (`cairn append`, `read`, `tail`…).
 //! - [`names`]: stream, category and cardinal-id rules, the consumer-group hash.
 //! - [`http`]: routes, extractors, problem+json errors, the OpenAPI document.
 //! - [`store`]: the `Store` trait, group commit, the Postgres and SQLite backends.
@@ -12,6 +13,7 @@
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod feed;
 pub mod http;

@@ -1,9 +1,12 @@
-//! The `cairn` binary: parse the configuration, open the store, serve.
+//! The `cairn` binary: serve (the default), manage keys in a store, print
+//! the OpenAPI document or shell completions, or act as a client of a
+//! running server.
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -12,19 +15,31 @@ use cairn::config::{Cli, Command, Config, KeysAction, KeysArgs};
 use cairn::store::StoredKey;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Openapi => {
             let document = cairn::http::openapi().to_pretty_json()?;
-            // A reader that stops early (`cairn openapi | head`) is not an error.
-            match writeln!(std::io::stdout().lock(), "{document}") {
-                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
-                _ => Ok(()),
-            }
+            print_all(&document)?;
         }
-        Command::Serve(config) => serve(*config).await,
-        Command::Keys(args) => keys(args).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut script);
+            print_all(&String::from_utf8_lossy(&script))?;
+        }
+        Command::Serve(config) => serve(*config).await?,
+        Command::Keys(args) => keys(args).await?,
+        Command::Client(command) => return Ok(cairn::cli::run(command).await),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `text`; a reader that stops early (`cairn openapi | head`) is not
+/// an error.
+fn print_all(text: &str) -> anyhow::Result<()> {
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
     }
 }
 

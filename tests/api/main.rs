@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod binary;
+mod cli;
 mod concurrency;
 mod deadlines;
 mod errors;

@@ -1,0 +1,107 @@
+//! How the client commands print: a table on a terminal, NDJSON otherwise
+//! (or as `--json`/`--table` say), and a progress line on standard error
+//! for long reads whose output goes elsewhere.
+
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use super::CliError;
+use super::args::Server;
+
+/// Widest data shown in a table row, in characters.
+const DATA_WIDTH: usize = 60;
+
+/// Where and how a command prints.
+pub struct Output {
+    json: bool,
+    header_printed: bool,
+    out: std::io::StdoutLock<'static>,
+}
+
+impl Output {
+    /// Output as the options say, else as standard output is (a terminal:
+    /// tables).
+    pub fn new(server: &Server) -> Output {
+        let terminal = std::io::stdout().is_terminal();
+        Output {
+            json: server.json || (!server.table && !terminal),
+            header_printed: false,
+            out: std::io::stdout().lock(),
+        }
+    }
+
+    /// Whether values are printed as JSON.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Prints a line as it is.
+    pub fn line(&mut self, line: &str) -> Result<(), CliError> {
+        writeln!(self.out, "{line}")?;
+        Ok(())
+    }
+
+    /// Prints a JSON value on one line.
+    pub fn value(&mut self, value: &Value) -> Result<(), CliError> {
+        self.line(&value.to_string())
+    }
+
+    /// Prints an event: as JSON, or as a table row under a header printed once.
+    pub fn event(&mut self, event: &Value) -> Result<(), CliError> {
+        if self.json {
+            return self.value(event);
+        }
+        if !self.header_printed {
+            self.header_printed = true;
+            self.line(&format!(
+                "{:>8} {:>9}  {:<27} {:<20} {:<24} DATA",
+                "POSITION", "GLOBAL", "TIME", "TYPE", "STREAM"
+            ))?;
+        }
+        self.line(&format!(
+            "{:>8} {:>9}  {:<27} {:<20} {:<24} {}",
+            event["position"].to_string(),
+            event["global_position"].to_string(),
+            event["time"].as_str().unwrap_or(""),
+            event["type"].as_str().unwrap_or(""),
+            event["stream"].as_str().unwrap_or(""),
+            clipped(&event["data"].to_string(), DATA_WIDTH),
+        ))
+    }
+
+    /// Sends what is printed on its way (a live feed prints as events come).
+    pub fn flush(&mut self) -> Result<(), CliError> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// `text` cut to `width` characters, with `…` where it was cut.
+pub fn clipped(text: &str, width: usize) -> String {
+    match text.char_indices().nth(width) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// A line on standard error counting the events a read has printed, shown
+/// only when standard error is a terminal and standard output is not (the
+/// events go to a file or a pipe).
+pub fn progress() -> ProgressBar {
+    let visible = std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {human_pos} events read ({per_sec}) {elapsed}")
+            .expect("the template is valid"),
+    );
+    bar
+}
