@@ -4,7 +4,8 @@
 //! route's security requirement. Handlers list only their own answers
 //! (`200`, `201`, `304`, `404`, `409`, `412`).
 
-use utoipa::openapi::path::Operation;
+use serde_json::json;
+use utoipa::openapi::path::{Operation, ParameterBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Response, ResponseBuilder};
 
@@ -42,9 +43,47 @@ pub fn complete(api: &mut OpenApi) {
     }
 }
 
+/// An example of each parameter, by name: the same name means the same
+/// thing on every route (`type` repeats, so its example is a list).
+fn example_of(parameter: &str) -> Option<serde_json::Value> {
+    let example = match parameter {
+        "stream" | "after" => json!("account-123"),
+        "category" => json!("account"),
+        "prefix" => json!("account-"),
+        "consumer" | "checkpoint" => json!("account-projector"),
+        "id" | "message_id" => json!("0192b1a4-0000-7000-8000-000000000001"),
+        "correlation_id" => json!("req-9"),
+        "type" => json!(["Deposited"]),
+        "position" => json!(0),
+        "limit" => json!(100),
+        "direction" => json!("backward"),
+        "until_version" => json!(5),
+        "as_of" => json!("2026-12-01T12:00:00Z"),
+        "from_snapshot" => json!(true),
+        "consumer_group_member" => json!(0),
+        "consumer_group_size" => json!(2),
+        _ => return None,
+    };
+    Some(example)
+}
+
+/// Gives each parameter without an example the one [`example_of`] names.
+fn add_examples(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let has_example = serde_json::to_value(&*parameter)
+            .is_ok_and(|p| p.get("example").is_some() || p["schema"].get("example").is_some());
+        if let Some(example) = example_of(&parameter.name).filter(|_| !has_example) {
+            *parameter = ParameterBuilder::from(parameter.clone())
+                .example(Some(example))
+                .build();
+        }
+    }
+}
+
 /// One operation's security and shared problems (without a body for
-/// `HEAD`, whose answers have none).
+/// `HEAD`, whose answers have none), and its parameters' examples.
 fn complete_operation(path: &str, operation: &mut Operation, head: bool) {
+    add_examples(operation);
     let public = PUBLIC.contains(&path);
     let has_input = operation.request_body.is_some()
         || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
