@@ -37,6 +37,27 @@ pub fn check_name(what: &str, name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Most tags one event may carry.
+pub const MAX_TAGS: usize = 32;
+
+/// Checks an event's tags: at most [`MAX_TAGS`], each named like a stream,
+/// none twice.
+pub fn check_tags(tags: &[String]) -> Result<(), NameError> {
+    if tags.len() > MAX_TAGS {
+        return Err(format!(
+            "an event carries at most {MAX_TAGS} tags, not {}",
+            tags.len()
+        ));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        check_name("a tag", tag)?;
+        if tags[..i].contains(tag) {
+            return Err(format!("tag {tag:?} appears twice"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a category name: a valid name that holds no `-`.
 pub fn check_category(name: &str) -> Result<(), NameError> {
     check_name("a category", name)?;

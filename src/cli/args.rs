@@ -52,7 +52,7 @@ pub enum ClientCommand {
         #[arg(long = "type", requires = "data")]
         event_type: Option<String>,
         /// The event's data, as JSON.
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, requires = "event_type")]
         data: Option<String>,
         /// The event's metadata, as a JSON object.
         #[arg(long, requires = "event_type")]
@@ -78,10 +78,14 @@ pub enum ClientCommand {
         /// Most events to print (default: all).
         #[arg(long)]
         limit: Option<u64>,
+        /// Events asked for a page (default 100; at most the server's
+        /// `--max-page-size`, 1000 unless configured).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        page_size: Option<u64>,
         /// Newest first (a stream only).
         #[arg(long)]
         backward: bool,
-        /// Only events of this type; repeat for several.
+        /// Only events of this type; repeat for several (`--category`, `--all`).
         #[arg(long = "type")]
         types: Vec<String>,
         /// The stream as it was at this version (a stream only; `-1`: before

@@ -1,6 +1,7 @@
 //! The HTTP side of the client commands: requests to the server with the
-//! credential, and every failure turned into a [`CliError`] that carries
-//! the server's own words (a problem's `detail`).
+//! credential, answers read as the server's exact text, and every failure
+//! turned into a [`CliError`] that carries the server's own words (a
+//! problem's `detail`).
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -40,8 +41,8 @@ impl Client {
         let response = request.send().await.map_err(|error| {
             CliError::Unreachable(format!(
                 "cannot reach {}: {}",
-                self.base,
-                without_url(&error)
+                self.server_name(),
+                cause(&error)
             ))
         })?;
         if response.status().is_success() {
@@ -50,44 +51,75 @@ impl Client {
         Err(problem(response).await)
     }
 
-    /// `GET path` as JSON.
-    pub async fn get_json(&self, path: &str) -> Result<Value, CliError> {
-        self.json(self.request(Method::GET, path)).await
+    /// `GET path`: the answer's text, exactly as sent.
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        self.text(self.request(Method::GET, path)).await
     }
 
-    /// Sends a request and reads its answer as JSON.
-    pub async fn json(&self, request: RequestBuilder) -> Result<Value, CliError> {
+    /// Sends a request and reads its answer's text, exactly as sent.
+    pub async fn text(&self, request: RequestBuilder) -> Result<String, CliError> {
         let response = self.send(request).await?;
-        response
-            .json()
-            .await
-            .map_err(|error| CliError::Failed(format!("the server's answer is not JSON: {error}")))
+        response.text().await.map_err(|error| {
+            CliError::Unreachable(format!("the answer broke off: {}", cause(&error)))
+        })
     }
+
+    /// The server's scheme, host and port, without any credentials its URL
+    /// may carry.
+    fn server_name(&self) -> String {
+        match reqwest::Url::parse(&self.base) {
+            Ok(url) => format!(
+                "{}://{}{}",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "the server".to_owned(),
+        }
+    }
+}
+
+/// Parses the server's JSON, however deeply it nests (a trace follows up to
+/// 1000 levels of effects, and event data nests up to 128 levels: past
+/// serde_json's default limit of 128).
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CliError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    T::deserialize(&mut deserializer)
+        .map_err(|error| CliError::Failed(format!("the server's answer is not JSON: {error}")))
 }
 
 /// The failure a non-success answer stands for, worded by the server.
 async fn problem(response: Response) -> CliError {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    let detail = body["detail"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| status.to_string());
+    let detail = body["detail"].as_str().map(str::to_owned);
+    let worded = |with_status: bool| match &detail {
+        Some(detail) if with_status => format!("{detail} ({status})"),
+        Some(detail) => detail.clone(),
+        None => status.to_string(),
+    };
     match status {
-        StatusCode::NOT_FOUND => CliError::NotFound(detail),
-        StatusCode::PRECONDITION_FAILED => CliError::Conflict(detail),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Refused(detail),
-        _ => CliError::Failed(format!("{detail} ({status})")),
+        StatusCode::NOT_FOUND => CliError::NotFound(worded(false)),
+        StatusCode::PRECONDITION_FAILED => CliError::Conflict(worded(false)),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Refused(worded(false)),
+        _ if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT => {
+            CliError::Unavailable(worded(true))
+        }
+        _ => CliError::Failed(worded(true)),
     }
 }
 
-/// A transport error's text without the URL, which may carry a query.
-fn without_url(error: &reqwest::Error) -> String {
-    let mut error = error.to_string();
-    if let Some(at) = error.find(" for url (") {
-        error.truncate(at);
+/// What lies under a transport error (refused, DNS, TLS…), without the
+/// URL, which may carry a query or credentials.
+fn cause(error: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(error);
+    let mut root = None;
+    while let Some(error) = source {
+        root = Some(error.to_string());
+        source = error.source();
     }
-    error
+    root.unwrap_or_else(|| "the request failed".to_owned())
 }
 
 /// A path segment, percent-encoded.

@@ -7,16 +7,14 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::Method;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::CliError;
 use super::args::{CheckpointCommand, ClientCommand, SnapshotCommand, Source};
-use super::client::{Client, segment};
+use super::client::{Client, parse_json, segment};
 use super::output::{Output, clipped, progress};
-
-/// Events asked for a page when reading everything (the server's default
-/// `--max-page-size`).
-const PAGE: u64 = 1000;
 
 /// How long a dropped feed waits before it resumes.
 const RESUME_AFTER: Duration = Duration::from_secs(1);
@@ -35,14 +33,15 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
             ..
         } => {
             let body = match event_type {
-                Some(event_type) => {
-                    let mut event =
-                        json!({"type": event_type, "data": parse("--data", data.as_deref())?});
-                    if let Some(metadata) = metadata {
-                        event["metadata"] = parse("--metadata", Some(&metadata))?;
-                    }
-                    event
-                }
+                Some(event_type) => serde_json::to_string(&EventBody {
+                    event_type: &event_type,
+                    data: &parse_option("--data", data.as_deref())?,
+                    metadata: metadata
+                        .map(|m| parse_option("--metadata", Some(&m)))
+                        .transpose()?
+                        .as_deref(),
+                })
+                .expect("an event serialises"),
                 None => events_from_stdin()?,
             };
             append(&client, &mut out, &stream, body, expect.as_deref()).await
@@ -51,6 +50,7 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
             source,
             position,
             limit,
+            page_size,
             backward,
             types,
             until_version,
@@ -63,6 +63,11 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
                     "--backward, --until-version and --as-of read a stream only".into(),
                 ));
             }
+            if !types.is_empty() && source.stream.is_some() {
+                return Err(CliError::Usage(
+                    "--type filters --category and --all reads, not a stream".into(),
+                ));
+            }
             let mut query = vec![];
             query.extend(types.iter().map(|t| ("type", t.clone())));
             if backward {
@@ -70,20 +75,32 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
             }
             query.extend(until_version.map(|v| ("until_version", v.to_string())));
             query.extend(as_of.map(|t| ("as_of", t)));
-            read(&client, &mut out, &source, position, limit, query).await
+            let reading = Reading {
+                position,
+                limit,
+                page_size,
+            };
+            read(&client, &mut out, &source, reading, query).await
         }
         ClientCommand::Tail {
             source,
             position,
             types,
             ..
-        } => tail(&client, &mut out, &source, position, &types).await,
-        ClientCommand::Trace { id, .. } => {
-            let trace = client.get_json(&format!("/trace/{id}")).await?;
-            if out.json() {
-                return out.value(&trace);
+        } => {
+            if !types.is_empty() && source.stream.is_some() {
+                return Err(CliError::Usage(
+                    "--type filters --category and --all feeds, not a stream".into(),
+                ));
             }
-            draw_trace(&mut out, &trace)
+            tail(&client, &mut out, &source, position, &types).await
+        }
+        ClientCommand::Trace { id, .. } => {
+            let trace = client.get_text(&format!("/trace/{id}")).await?;
+            if out.json() {
+                return out.line(trace.trim_end());
+            }
+            draw_trace(&mut out, &parse_json(&trace)?)
         }
         ClientCommand::Streams { prefix, .. } => streams(&client, &mut out, &prefix).await,
         ClientCommand::Last { stream, types, .. } => {
@@ -94,13 +111,13 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
                     .collect::<Vec<_>>(),
             );
             let event = client
-                .get_json(&format!("/streams/{}/last{query}", segment(&stream)))
+                .get_text(&format!("/streams/{}/last{query}", segment(&stream)))
                 .await?;
-            out.event(&event)
+            out.raw_event(event.trim_end())
         }
         ClientCommand::Checkpoint(CheckpointCommand::Get { consumer, .. }) => {
             let checkpoint = client
-                .get_json(&format!("/checkpoints/{}", segment(&consumer)))
+                .get_text(&format!("/checkpoints/{}", segment(&consumer)))
                 .await?;
             checkpoint_line(&mut out, &checkpoint)
         }
@@ -110,7 +127,7 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
             let request = client
                 .request(Method::PUT, &format!("/checkpoints/{}", segment(&consumer)))
                 .json(&json!({ "position": position }));
-            let checkpoint = client.json(request).await?;
+            let checkpoint = client.text(request).await?;
             checkpoint_line(&mut out, &checkpoint)
         }
         ClientCommand::Snapshot(SnapshotCommand::Get {
@@ -125,7 +142,7 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
                     .collect::<Vec<_>>(),
             );
             let snapshot = client
-                .get_json(&format!("/snapshots/{}{query}", segment(&stream)))
+                .get_text(&format!("/snapshots/{}{query}", segment(&stream)))
                 .await?;
             snapshot_line(&mut out, &snapshot)
         }
@@ -136,35 +153,65 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
             snapshot_type,
             ..
         }) => {
-            let mut body = json!({"version": version, "state": parse("--state", Some(&state))?});
-            if let Some(snapshot_type) = snapshot_type {
-                body["type"] = json!(snapshot_type);
-            }
+            let body = SnapshotBody {
+                version,
+                state: &parse_option("--state", Some(&state))?,
+                snapshot_type: snapshot_type.as_deref(),
+            };
             let request = client
                 .request(Method::POST, &format!("/snapshots/{}", segment(&stream)))
                 .json(&body);
-            let snapshot = client.json(request).await?;
+            let snapshot = client.text(request).await?;
             snapshot_line(&mut out, &snapshot)
         }
     }
 }
 
-/// Parses a JSON option.
-fn parse(option: &str, text: Option<&str>) -> Result<Value, CliError> {
+/// An event to append, its JSON kept as given.
+#[derive(serde::Serialize)]
+struct EventBody<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a RawValue>,
+}
+
+/// A snapshot to store, its state kept as given.
+#[derive(serde::Serialize)]
+struct SnapshotBody<'a> {
+    version: i64,
+    state: &'a RawValue,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    snapshot_type: Option<&'a str>,
+}
+
+/// JSON text, checked and kept exactly as written (key order, numbers of
+/// any size), however deeply it nests.
+fn raw_json(text: &str) -> Result<Box<RawValue>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let raw = Box::<RawValue>::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(raw)
+}
+
+/// A JSON option, kept as given.
+fn parse_option(option: &str, text: Option<&str>) -> Result<Box<RawValue>, CliError> {
     let text = text.ok_or_else(|| CliError::Usage(format!("{option} is required")))?;
-    serde_json::from_str(text).map_err(|e| CliError::Usage(format!("{option} is not JSON: {e}")))
+    raw_json(text).map_err(|e| CliError::Usage(format!("{option} is not JSON: {e}")))
 }
 
 /// The events on standard input, one JSON object a line (blank lines
-/// skipped), as a batch.
-fn events_from_stdin() -> Result<Value, CliError> {
+/// skipped), as a batch: a JSON array of the lines, each kept as given.
+fn events_from_stdin() -> Result<String, CliError> {
     let mut events = Vec::new();
     for (number, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let event: Value = serde_json::from_str(&line).map_err(|e| {
+        let event = raw_json(&line).map_err(|e| {
             CliError::Usage(format!(
                 "line {} of standard input is not JSON: {e}",
                 number + 1
@@ -177,7 +224,7 @@ fn events_from_stdin() -> Result<Value, CliError> {
             "no events: give --type and --data, or events as NDJSON on standard input".into(),
         ));
     }
-    Ok(Value::Array(events))
+    Ok(serde_json::to_string(&events).expect("JSON text serialises"))
 }
 
 /// `cairn append`.
@@ -185,12 +232,13 @@ async fn append(
     client: &Client,
     out: &mut Output,
     stream: &str,
-    body: Value,
+    body: String,
     expect: Option<&str>,
 ) -> Result<(), CliError> {
     let mut request = client
         .request(Method::POST, &format!("/streams/{}", segment(stream)))
-        .json(&body);
+        .header("Content-Type", "application/json")
+        .body(body);
     if let Some(expect) = expect {
         let tag = match expect {
             "exists" => "*".to_owned(),
@@ -205,10 +253,11 @@ async fn append(
         };
         request = request.header("If-Match", tag);
     }
-    let answer = client.json(request).await?;
+    let answer = client.text(request).await?;
     if out.json() {
-        return out.value(&answer);
+        return out.line(answer.trim_end());
     }
+    let answer: Value = parse_json(&answer)?;
     let events = answer["events"].as_array().map_or(&[][..], Vec::as_slice);
     let positions: Vec<String> = events.iter().map(|e| e["position"].to_string()).collect();
     out.line(&format!(
@@ -236,11 +285,19 @@ fn query_string(pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let mut query = form_urlencoded::Serializer::new(String::from("?"));
+    let mut query = form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
     for (name, value) in pairs {
         query.append_pair(name, value);
     }
     query.finish()
+}
+
+/// A page as read: its events kept as the server's exact JSON text.
+#[derive(serde::Deserialize)]
+struct Page {
+    events: Vec<Box<serde_json::value::RawValue>>,
+    next_position: i64,
+    end: bool,
 }
 
 /// `cairn read`: page after page until the end, or `limit` events.
@@ -248,40 +305,82 @@ async fn read(
     client: &Client,
     out: &mut Output,
     source: &Source,
-    mut position: Option<i64>,
-    limit: Option<u64>,
+    reading: Reading,
     query: Vec<(&str, String)>,
 ) -> Result<(), CliError> {
     let path = source_path(source)?;
     let bar = progress();
-    let mut printed = 0u64;
-    loop {
-        let wanted = limit.map_or(PAGE, |limit| (limit - printed).min(PAGE));
-        if wanted == 0 {
-            break;
-        }
-        let mut pairs = query.clone();
-        pairs.push(("limit", wanted.to_string()));
-        pairs.extend(position.map(|p| ("position", p.to_string())));
-        let page = client
-            .get_json(&format!("{path}{}", query_string(&pairs)))
-            .await?;
-        for event in page["events"].as_array().map_or(&[][..], Vec::as_slice) {
-            out.event(event)?;
-            printed += 1;
-            bar.inc(1);
-        }
-        if page["end"] == json!(true) {
-            break;
-        }
-        position = page["next_position"].as_i64();
-    }
+    let read = read_pages(client, out, &path, reading, query, &bar).await;
     bar.finish_and_clear();
+    read?;
     out.flush()
 }
 
-/// `cairn tail`: the source's live feed, resumed after `Last-Event-ID`
-/// whenever the connection drops, until the process is interrupted.
+/// Where a read starts and how much it takes.
+pub struct Reading {
+    /// The first position.
+    pub position: Option<i64>,
+    /// Most events printed.
+    pub limit: Option<u64>,
+    /// Events asked for a page (none: the server's default page, which any
+    /// server's `--max-page-size` allows).
+    pub page_size: Option<u64>,
+}
+
+/// The pages of `cairn read`, each event printed as it comes.
+async fn read_pages(
+    client: &Client,
+    out: &mut Output,
+    path: &str,
+    reading: Reading,
+    query: Vec<(&str, String)>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), CliError> {
+    let mut position = reading.position;
+    let mut printed = 0u64;
+    loop {
+        let left = reading.limit.map_or(u64::MAX, |limit| limit - printed);
+        if left == 0 {
+            return Ok(());
+        }
+        let mut pairs = query.clone();
+        if let Some(page_size) = reading.page_size {
+            pairs.push(("limit", left.min(page_size).to_string()));
+        }
+        pairs.extend(position.map(|p| ("position", p.to_string())));
+        let page: Page = parse_json(
+            &client
+                .get_text(&format!("{path}{}", query_string(&pairs)))
+                .await?,
+        )?;
+        for event in page
+            .events
+            .iter()
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+        {
+            out.raw_event(event.get())?;
+            printed += 1;
+            bar.inc(1);
+        }
+        if page.end {
+            return Ok(());
+        }
+        position = Some(page.next_position);
+    }
+}
+
+/// Where a dropped feed resumes.
+enum Resume {
+    /// At a position: where the feed was asked to start, or where its
+    /// `caught-up` message said it continues.
+    At(String),
+    /// Right after the last event printed (`Last-Event-ID`).
+    After(String),
+}
+
+/// `cairn tail`: the source's live feed, resumed where it stopped whenever
+/// the connection drops or the server is briefly unavailable, until the
+/// process is interrupted.
 async fn tail(
     client: &Client,
     out: &mut Output,
@@ -290,23 +389,22 @@ async fn tail(
     types: &[String],
 ) -> Result<(), CliError> {
     let path = source_path(source)?;
-    let mut pairs: Vec<(&str, String)> = types.iter().map(|t| ("type", t.clone())).collect();
-    pairs.push((
-        "position",
-        position.map_or_else(|| "end".to_owned(), |p| p.to_string()),
-    ));
-    let url = format!("{path}{}", query_string(&pairs));
-    let mut last_event_id: Option<String> = None;
+    let mut resume = Resume::At(position.map_or_else(|| "end".to_owned(), |p| p.to_string()));
     loop {
+        let mut pairs: Vec<(&str, String)> = types.iter().map(|t| ("type", t.clone())).collect();
+        if let Resume::At(position) = &resume {
+            pairs.push(("position", position.clone()));
+        }
+        let url = format!("{path}{}", query_string(&pairs));
         let mut request = client
             .request(Method::GET, &url)
             .header("Accept", "text/event-stream");
-        if let Some(id) = &last_event_id {
+        if let Resume::After(id) = &resume {
             request = request.header("Last-Event-ID", id.as_str());
         }
         let response = match client.send(request).await {
             Ok(response) => response,
-            Err(CliError::Unreachable(why)) => {
+            Err(CliError::Unreachable(why) | CliError::Unavailable(why)) => {
                 eprintln!("cairn: {why}; resuming in a second");
                 tokio::time::sleep(RESUME_AFTER).await;
                 continue;
@@ -314,21 +412,31 @@ async fn tail(
             Err(error) => return Err(error),
         };
         let mut messages = pin!(response.bytes_stream().eventsource());
-        while let Some(message) = messages.next().await {
-            let Ok(message) = message else { break };
-            if message.event != "message" {
-                continue; // `caught-up`
+        while let Some(Ok(message)) = messages.next().await {
+            match message.event.as_str() {
+                "caught-up" => {
+                    if let Resume::At(_) = resume {
+                        let next: Value = parse_json(&message.data)?;
+                        resume = Resume::At(next["position"].to_string());
+                    }
+                }
+                _ => {
+                    out.raw_event(&message.data)?;
+                    out.flush()?;
+                    resume = Resume::After(message.id);
+                }
             }
-            let event: Value = serde_json::from_str(&message.data).map_err(|e| {
-                CliError::Failed(format!("the feed sent an event that is not JSON: {e}"))
-            })?;
-            out.event(&event)?;
-            out.flush()?;
-            last_event_id = Some(message.id);
         }
         eprintln!("cairn: the feed was interrupted; resuming in a second");
         tokio::time::sleep(RESUME_AFTER).await;
     }
+}
+
+/// A page of the stream listing, its streams as the server's JSON text.
+#[derive(serde::Deserialize)]
+struct StreamList {
+    streams: Vec<Box<serde_json::value::RawValue>>,
+    next: Option<String>,
 }
 
 /// `cairn streams`: every stream with the prefix, page after page.
@@ -338,38 +446,42 @@ async fn streams(client: &Client, out: &mut Output, prefix: &str) -> Result<(), 
         out.line(&format!("{:<40} {:>9}  LAST WRITE", "STREAM", "VERSION"))?;
     }
     loop {
-        let mut pairs = vec![("limit", PAGE.to_string())];
+        let mut pairs = vec![];
         if !prefix.is_empty() {
             pairs.push(("prefix", prefix.to_owned()));
         }
         pairs.extend(after.map(|a| ("after", a)));
-        let page = client
-            .get_json(&format!("/streams{}", query_string(&pairs)))
-            .await?;
-        for stream in page["streams"].as_array().map_or(&[][..], Vec::as_slice) {
+        let list: StreamList = parse_json(
+            &client
+                .get_text(&format!("/streams{}", query_string(&pairs)))
+                .await?,
+        )?;
+        for stream in &list.streams {
             if out.json() {
-                out.value(stream)?;
-            } else {
-                out.line(&format!(
-                    "{:<40} {:>9}  {}",
-                    stream["stream"].as_str().unwrap_or(""),
-                    stream["version"].to_string(),
-                    stream["last_time"].as_str().unwrap_or("")
-                ))?;
+                out.line(stream.get())?;
+                continue;
             }
+            let stream: Value = parse_json(stream.get())?;
+            out.line(&format!(
+                "{:<40} {:>9}  {}",
+                stream["stream"].as_str().unwrap_or(""),
+                stream["version"].to_string(),
+                stream["last_time"].as_str().unwrap_or("")
+            ))?;
         }
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
+        match list.next {
+            Some(next) => after = Some(next),
             None => return out.flush(),
         }
     }
 }
 
-/// A checkpoint, printed.
-fn checkpoint_line(out: &mut Output, checkpoint: &Value) -> Result<(), CliError> {
+/// A checkpoint (the server's JSON), printed.
+fn checkpoint_line(out: &mut Output, checkpoint: &str) -> Result<(), CliError> {
     if out.json() {
-        return out.value(checkpoint);
+        return out.line(checkpoint.trim_end());
     }
+    let checkpoint: Value = parse_json(checkpoint)?;
     out.line(&format!(
         "{} is at position {} (since {})",
         checkpoint["consumer"].as_str().unwrap_or(""),
@@ -378,11 +490,12 @@ fn checkpoint_line(out: &mut Output, checkpoint: &Value) -> Result<(), CliError>
     ))
 }
 
-/// A snapshot, printed.
-fn snapshot_line(out: &mut Output, snapshot: &Value) -> Result<(), CliError> {
+/// A snapshot (the server's JSON), printed.
+fn snapshot_line(out: &mut Output, snapshot: &str) -> Result<(), CliError> {
     if out.json() {
-        return out.value(snapshot);
+        return out.line(snapshot.trim_end());
     }
+    let snapshot: Value = parse_json(snapshot)?;
     out.line(&format!(
         "{} at version {} ({}, {}): {}",
         snapshot["stream"].as_str().unwrap_or(""),

@@ -41,6 +41,9 @@ pub enum CliError {
     /// The server cannot be reached.
     #[error("{0}")]
     Unreachable(String),
+    /// The server answered that it cannot serve now (`5xx`, `408`).
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything else, worded by the server where it answered.
     #[error("{0}")]
     Failed(String),
@@ -54,7 +57,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::Closed => 0,
-            CliError::Unreachable(_) | CliError::Failed(_) => 1,
+            CliError::Unreachable(_) | CliError::Unavailable(_) | CliError::Failed(_) => 1,
             CliError::Usage(_) => 2,
             CliError::NotFound(_) => 3,
             CliError::Conflict(_) => 4,

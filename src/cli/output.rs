@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::CliError;
 use super::args::Server;
+use super::client::parse_json;
 
 /// Widest data shown in a table row, in characters.
 const DATA_WIDTH: usize = 60;
@@ -43,16 +44,13 @@ impl Output {
         Ok(())
     }
 
-    /// Prints a JSON value on one line.
-    pub fn value(&mut self, value: &Value) -> Result<(), CliError> {
-        self.line(&value.to_string())
-    }
-
-    /// Prints an event: as JSON, or as a table row under a header printed once.
-    pub fn event(&mut self, event: &Value) -> Result<(), CliError> {
+    /// Prints an event, given as the server's JSON text: that text as it
+    /// is, or a table row under a header printed once.
+    pub fn raw_event(&mut self, event: &str) -> Result<(), CliError> {
         if self.json {
-            return self.value(event);
+            return self.line(event);
         }
+        let event: Value = parse_json(event)?;
         if !self.header_printed {
             self.header_printed = true;
             self.line(&format!(
@@ -87,10 +85,11 @@ pub fn clipped(text: &str, width: usize) -> String {
 }
 
 /// A line on standard error counting the events a read has printed, shown
-/// only when standard error is a terminal and standard output is not (the
-/// events go to a file or a pipe).
+/// only when standard error is a terminal and standard output a file (a
+/// long read to a file), never when the output is piped.
 pub fn progress() -> ProgressBar {
-    let visible = std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
+    let to_file = std::fs::metadata("/dev/stdout").is_ok_and(|m| m.is_file());
+    let visible = std::io::stderr().is_terminal() && to_file;
     let bar = ProgressBar::with_draw_target(
         None,
         if visible {

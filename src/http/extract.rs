@@ -191,6 +191,10 @@ pub struct EventWrite {
     causation_id: Option<Uuid>,
     /// Ties the events of one conversation together (1–255 bytes).
     correlation_id: Option<String>,
+    /// Tags such as `course:c1`, for reads and append conditions across
+    /// streams: at most 32, each named like a stream, none twice.
+    #[schema(example = json!(["course:c1", "student:s7"]))]
+    tags: Option<Vec<String>>,
 }
 
 /// Parses an append body: one event or a non-empty array of at most
@@ -236,6 +240,8 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
         if let Some(correlation_id) = &input.correlation_id {
             names::check_correlation_id(correlation_id).map_err(at)?;
         }
+        let tags = input.tags.unwrap_or_default();
+        names::check_tags(&tags).map_err(at)?;
         let id = input.id.unwrap_or_else(Uuid::now_v7);
         if events.iter().any(|e: &NewEvent| e.id == id) {
             return Err(at(format!("id {id} appears twice in the request")));
@@ -248,6 +254,7 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
             metadata: input.metadata,
             causation_id: input.causation_id,
             correlation_id: input.correlation_id,
+            tags,
         });
     }
     Ok(events)

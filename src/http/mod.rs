@@ -32,6 +32,7 @@ mod global;
 mod keys;
 mod openapi;
 mod ops;
+mod queries;
 pub mod server;
 mod snapshots;
 mod streams;
@@ -111,6 +112,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(streams::router())
         .merge(global::router())
         .merge(events::router())
+        .merge(queries::router())
         .merge(snapshots::router())
         .merge(checkpoints::router())
         .merge(trace::router())

@@ -5,7 +5,9 @@
 //! (`200`, `201`, `304`, `404`, `409`, `412`).
 
 use serde_json::json;
-use utoipa::openapi::path::{Operation, ParameterBuilder};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Response, ResponseBuilder};
 
@@ -80,9 +82,39 @@ fn add_examples(operation: &mut Operation) {
     }
 }
 
+/// Documents `access_token` on the reads that also answer as feeds:
+/// browsers' `EventSource` cannot send headers.
+fn add_access_token(operation: &mut Operation) {
+    let feeds = operation
+        .responses
+        .responses
+        .get("200")
+        .is_some_and(|answer| {
+            matches!(answer, utoipa::openapi::RefOr::T(answer)
+            if answer.content.contains_key("text/event-stream"))
+        });
+    if feeds {
+        let access_token = ParameterBuilder::new()
+            .name("access_token")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(
+                "Feeds only (`Accept: text/event-stream`): the credential, for clients such as \
+                 `EventSource` that cannot send `Authorization`. Proxies may log it: prefer the header.",
+            ))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build();
+        operation
+            .parameters
+            .get_or_insert_with(Vec::new)
+            .push(access_token);
+    }
+}
+
 /// One operation's security and shared problems (without a body for
 /// `HEAD`, whose answers have none), and its parameters' examples.
 fn complete_operation(path: &str, operation: &mut Operation, head: bool) {
+    add_access_token(operation);
     add_examples(operation);
     let public = PUBLIC.contains(&path);
     let has_input = operation.request_body.is_some()

@@ -15,7 +15,7 @@ use super::auth::{Caller, Read, Write};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query, Wants};
 use super::feed::{self, Start};
-use super::wire::{self, Event, EventPosition, Snapshot, StreamInfo};
+use super::wire::{self, DirectionParam, Event, EventPosition, Snapshot, StreamInfo};
 use super::{AppState, etag, page_limit};
 use crate::feed::Subject;
 use crate::names;
@@ -148,16 +148,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'+')
     .remove(b'@');
 
-/// Which way a stream read goes.
-#[derive(Deserialize, ToSchema, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum DirectionParam {
-    /// From `position` up.
-    Forward,
-    /// From `position` (default: the last event) down.
-    Backward,
-}
-
 /// The query of a stream read.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -264,10 +254,7 @@ async fn read_stream(
         position: feed::read_position(params.position, params.checkpoint.as_deref())?,
         limit: page_limit(params.limit, &state.limits)?,
         max_bytes: state.limits.max_page_bytes,
-        direction: match params.direction {
-            Some(DirectionParam::Backward) => Direction::Backward,
-            _ => Direction::Forward,
-        },
+        direction: params.direction.map_or(Direction::Forward, Into::into),
         until_version: extract::until_version(params.until_version)?,
         as_of: params.as_of,
         from_snapshot: params.from_snapshot.unwrap_or(false),

@@ -39,6 +39,8 @@ pub struct Event {
     pub causation_id: Option<Uuid>,
     /// The conversation it belongs to.
     pub correlation_id: Option<String>,
+    /// Its tags, in the order written (`[]` when none).
+    pub tags: Vec<String>,
     /// When it was committed (UTC, microseconds).
     #[serde(serialize_with = "serialize_time")]
     #[schema(value_type = String, format = DateTime)]
@@ -57,6 +59,7 @@ impl From<store::RecordedEvent> for Event {
             metadata: e.metadata,
             causation_id: e.causation_id,
             correlation_id: e.correlation_id,
+            tags: e.tags,
             time: e.time,
         }
     }
@@ -161,6 +164,25 @@ impl From<store::Checkpoint> for Checkpoint {
             consumer: c.consumer,
             position: c.position,
             time: c.time,
+        }
+    }
+}
+
+/// Which way a read goes.
+#[derive(serde::Deserialize, utoipa::ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectionParam {
+    /// From `position` up.
+    Forward,
+    /// From `position` (default: the last event) down.
+    Backward,
+}
+
+impl From<DirectionParam> for store::Direction {
+    fn from(direction: DirectionParam) -> Self {
+        match direction {
+            DirectionParam::Forward => store::Direction::Forward,
+            DirectionParam::Backward => store::Direction::Backward,
         }
     }
 }

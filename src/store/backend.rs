@@ -80,7 +80,7 @@ pub(crate) fn now_micros() -> chrono::DateTime<Utc> {
 pub(crate) fn event_columns<B: SqlBackend>() -> String {
     format!(
         "global_position, id, stream, position, type, data, metadata, causation_id, \
-         correlation_id, {} AS time_micros",
+         correlation_id, tags, {} AS time_micros",
         B::micros("time")
     )
 }
@@ -108,4 +108,10 @@ pub(crate) async fn fetch_events<B: SqlBackend>(
     sql: Sql,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     fetch_as::<B, EventRow, RecordedEvent>(conn, sql).await
+}
+
+/// An event's tags as `events.tags` keeps them: a JSON array in the order
+/// written, or NULL when there are none.
+pub(crate) fn tags_column(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).expect("strings serialise"))
 }

@@ -11,6 +11,7 @@
 //! | `plan.rs` | group commit's pure half: judging requests, laying out rows (unit-tested) |
 //! | `writer.rs` | group commit's sequence: begin under the write lock, load, plan, insert, commit |
 //! | `reads.rs` | the [`Reads`] concern: stream, global-order and single-event reads |
+//! | `queries.rs` | the [`Queries`] concern: events by tags and types |
 //! | `snapshots.rs` | the [`Snapshots`] concern |
 //! | `trace.rs` | the [`Traces`] concern: causes and effects |
 //! | `checkpoints.rs` | the [`Checkpoints`] concern |
@@ -38,6 +39,7 @@ mod keys;
 mod model;
 mod plan;
 pub mod postgres;
+mod queries;
 mod reads;
 mod rows;
 mod snapshots;
@@ -54,18 +56,25 @@ pub use diagnostics::{Diagnostics, ReadStatement};
 pub use error::{AppendError, SnapshotError, StoreError};
 pub use keys::Keys;
 pub use model::{
-    AppendRequest, Appended, Checkpoint, Direction, EventPosition, Expected, Filter, GlobalPage,
-    GlobalQuery, NewEvent, NewKey, NewSnapshot, RecordedEvent, Scope, Snapshot, StoredKey,
-    StreamInfo, StreamPage, StreamQuery, Trace, TraceLimits,
+    AppendRequest, Appended, Checkpoint, Direction, EventPosition, EventQuery, Expected, Filter,
+    GlobalPage, GlobalQuery, NewEvent, NewKey, NewSnapshot, QueryItem, QueryPage, RecordedEvent,
+    Scope, Snapshot, StoredKey, StreamInfo, StreamPage, StreamQuery, Trace, TraceLimits,
 };
+pub use queries::Queries;
 pub use reads::Reads;
 pub use snapshots::Snapshots;
 pub use trace::Traces;
 
 /// An event store: every concern, offered alike by every backend.
-pub trait Store: Appends + Reads + Snapshots + Traces + Checkpoints + Keys + Diagnostics {}
+pub trait Store:
+    Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Diagnostics
+{
+}
 
-impl<T: Appends + Reads + Snapshots + Traces + Checkpoints + Keys + Diagnostics> Store for T {}
+impl<T> Store for T where
+    T: Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Diagnostics
+{
+}
 
 /// The store behind the HTTP API, shared by every request.
 pub type SharedStore = Arc<dyn Store>;

@@ -29,6 +29,8 @@ pub struct NewEvent {
     pub causation_id: Option<Uuid>,
     /// The correlation id that ties a conversation together.
     pub correlation_id: Option<String>,
+    /// Its tags, in the order written (each once).
+    pub tags: Vec<String>,
 }
 
 /// What the stream's version must be for an append to go ahead.
@@ -110,6 +112,8 @@ pub struct RecordedEvent {
     pub causation_id: Option<Uuid>,
     /// The conversation it belongs to.
     pub correlation_id: Option<String>,
+    /// Its tags, in the order written.
+    pub tags: Vec<String>,
     /// When it was committed (UTC, microseconds).
     pub time: DateTime<Utc>,
 }
@@ -124,6 +128,7 @@ impl RecordedEvent {
             + self.stream.len()
             + self.event_type.len()
             + self.correlation_id.as_ref().map_or(0, String::len)
+            + self.tags.iter().map(|t| t.len() + 16).sum::<usize>()
     }
 }
 
@@ -234,6 +239,71 @@ pub struct GlobalPage {
     pub next_position: i64,
     /// Nothing lies beyond `next_position`.
     pub end: bool,
+}
+
+/// One item of a query: the events of one of `types` (any type when empty)
+/// that carry every one of `tags` (any tags when empty); never both empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryItem {
+    /// The types it matches.
+    pub types: Vec<String>,
+    /// The tags an event must all carry.
+    pub tags: Vec<String>,
+}
+
+/// A read of the events matching any item of a query.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    /// The items; an event matches the query when it matches one.
+    pub items: Vec<QueryItem>,
+    /// The first global position read (inclusive); default: the start, or
+    /// the head for a backward read.
+    pub position: Option<i64>,
+    /// Most events returned.
+    pub limit: i64,
+    /// Which way the read goes.
+    pub direction: Direction,
+    /// The page stops once its events hold this many bytes (at least one event).
+    pub max_bytes: usize,
+}
+
+/// A page of a query read.
+#[derive(Debug, Clone)]
+pub struct QueryPage {
+    /// The events, in the read's order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next page starts.
+    pub next_position: i64,
+    /// Nothing matching lies beyond `next_position`.
+    pub end: bool,
+    /// The log's head when the page was read: an append conditioned on
+    /// `after` = head fails if a matching event arrived since.
+    pub head: i64,
+}
+
+impl EventQuery {
+    /// Makes a page of events read with `limit + 1` as the limit, from
+    /// `position` with the log at `head`.
+    pub fn page(&self, events: Budgeted<RecordedEvent>, position: i64, head: i64) -> QueryPage {
+        let Budgeted {
+            items: mut events,
+            cut,
+        } = events;
+        let more = cut || events.len() as i64 > self.limit;
+        events.truncate(self.limit as usize);
+        let next_position = match (self.direction, events.last()) {
+            (Direction::Forward, Some(last)) => last.global_position + 1,
+            (Direction::Backward, Some(last)) => last.global_position - 1,
+            (Direction::Forward, None) => position.max(head + 1),
+            (Direction::Backward, None) => position.min(0),
+        };
+        QueryPage {
+            events,
+            next_position,
+            end: !more,
+            head,
+        }
+    }
 }
 
 /// A stream as listed.

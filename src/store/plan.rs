@@ -254,6 +254,7 @@ mod tests {
                 metadata: None,
                 causation_id: None,
                 correlation_id: None,
+                tags: Vec::new(),
             })
             .collect();
         AppendRequest {

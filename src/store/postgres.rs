@@ -14,7 +14,7 @@ use sqlx::{Connection, Executor, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::backend::{Parts, SqlBackend};
+use super::backend::{Parts, SqlBackend, tags_column};
 use super::error::StoreError;
 use super::plan::{BatchKeys, BatchState, Plan, StoredId, StreamVersion};
 use super::sql::{Runner, Sql, runner, unavailable};
@@ -260,10 +260,13 @@ impl WriteStatements for PgWrites {
             plan.versions.iter().partition(|v| v.new);
         sqlx::query(
             "WITH written AS (INSERT INTO events (global_position, id, stream, position, category, \
-             cardinal_hash, type, data, metadata, causation_id, correlation_id, time) \
-             SELECT g, i, s, p, c, h, t, d, m, ca, co, $12 FROM UNNEST($1::bigint[], $2::uuid[], \
+             cardinal_hash, type, data, metadata, causation_id, correlation_id, tags, time) \
+             SELECT g, i, s, p, c, h, t, d, m, ca, co, tg, $12 FROM UNNEST($1::bigint[], $2::uuid[], \
              $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
-             $9::text[], $10::uuid[], $11::text[]) AS u(g, i, s, p, c, h, t, d, m, ca, co)), \
+             $9::text[], $10::uuid[], $11::text[], $19::text[]) \
+             AS u(g, i, s, p, c, h, t, d, m, ca, co, tg)), \
+             tagged AS (INSERT INTO event_tags (tag, global_position) \
+             SELECT t, g FROM UNNEST($20::text[], $21::bigint[]) AS u(t, g)), \
              created AS (INSERT INTO streams (stream, version, last_time) \
              SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v)), \
              advanced AS (UPDATE streams SET version = u.v, last_time = $12 \
@@ -304,6 +307,21 @@ impl WriteStatements for PgWrites {
         .bind(held.iter().map(|v| v.version).collect::<Vec<_>>())
         .bind(CHANNEL)
         .bind(&self.instance)
+        .bind(
+            rows.iter()
+                .map(|r| tags_column(&r.event.tags))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .flat_map(|r| r.event.tags.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .flat_map(|r| r.event.tags.iter().map(|_| r.global_position))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
         Ok(())

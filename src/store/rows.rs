@@ -24,6 +24,7 @@ pub(crate) struct EventRow {
     metadata: Option<String>,
     causation_id: Option<Uuid>,
     correlation_id: Option<String>,
+    tags: Option<String>,
     time_micros: i64,
 }
 
@@ -40,6 +41,11 @@ impl TryFrom<EventRow> for RecordedEvent {
             data: stored_json(row.data)?,
             metadata: row.metadata.map(stored_json).transpose()?,
             causation_id: row.causation_id,
+            tags: match row.tags {
+                Some(tags) => serde_json::from_str(&tags)
+                    .map_err(|e| StoreError::Internal(format!("stored tags: {e}")))?,
+                None => Vec::new(),
+            },
             correlation_id: row.correlation_id,
             time: from_micros(row.time_micros)?,
         })

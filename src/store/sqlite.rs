@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
-use super::backend::{Parts, SqlBackend};
+use super::backend::{Parts, SqlBackend, tags_column};
 use super::error::StoreError;
 use super::plan::{BatchKeys, BatchState, Plan, StoredId};
 use super::sql::{Runner, Sql, runner, unavailable};
@@ -143,8 +143,8 @@ impl WriteStatements for SqliteWrites {
         for row in &plan.rows {
             sqlx::query(
                 "INSERT INTO events (global_position, id, stream, position, category, cardinal_hash, \
-                 type, data, metadata, causation_id, correlation_id, time) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 type, data, metadata, causation_id, correlation_id, tags, time) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(row.global_position)
             .bind(row.event.id)
@@ -157,9 +157,17 @@ impl WriteStatements for SqliteWrites {
             .bind(row.event.metadata.as_deref().map(RawValue::get))
             .bind(row.event.causation_id)
             .bind(row.event.correlation_id.as_deref())
+            .bind(tags_column(&row.event.tags))
             .bind(now)
             .execute(&mut **tx)
             .await?;
+            for tag in &row.event.tags {
+                sqlx::query("INSERT INTO event_tags (tag, global_position) VALUES (?, ?)")
+                    .bind(tag)
+                    .bind(row.global_position)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         for written in &plan.versions {
             let statement = if written.new {

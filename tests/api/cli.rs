@@ -400,7 +400,98 @@ async fn tail_follows_live(app: TestApp) {
     child.kill().await.unwrap();
 }
 
+/// Events print as the server sent them (key order, large numbers), data
+/// and traces as deep as the server allows read back, type filters apply to
+/// categories and the log only, and a server with small pages is read
+/// with its own page size.
+async fn exact_deep_and_paged_output(app: TestApp) {
+    let exact = r#"{"z":1,"a":123456789012345678901234567890,"f":1.50}"#;
+    cairn(&app, &["append", "x-1", "--type", "A", "--data", exact], "").await;
+    let read = cairn(&app, &["read", "x-1"], "").await;
+    assert!(
+        read.stdout.contains(&format!(r#""data":{exact}"#)),
+        "{}",
+        read.stdout
+    );
+
+    let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    let appended = cairn(
+        &app,
+        &["append", "deep-1", "--type", "A", "--data", &deep],
+        "",
+    )
+    .await;
+    assert_eq!(appended.code, 0, "{}", appended.stderr);
+    for output in ["--json", "--table"] {
+        let read = cairn(&app, &["read", "deep-1", output], "").await;
+        assert_eq!(read.code, 0, "{output}: {}", read.stderr);
+    }
+    // A chain of 100 causes, traced from its root.
+    let mut cause: Option<String> = None;
+    let mut root = String::new();
+    for i in 0..100 {
+        let mut event = json!({"type": "Step", "data": i});
+        if let Some(cause) = &cause {
+            event["causation_id"] = json!(cause);
+        }
+        let ran = cairn(&app, &["append", "chain-1"], &format!("{event}\n")).await;
+        let id = ran.json_lines()[0]["events"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if i == 0 {
+            root = id.clone();
+        }
+        cause = Some(id);
+    }
+    for output in ["--json", "--table"] {
+        let trace = cairn(&app, &["trace", &root, output], "").await;
+        assert_eq!(trace.code, 0, "{output}: {}", trace.stderr);
+    }
+    let tree = cairn(&app, &["trace", &root, "--table"], "").await;
+    assert_eq!(tree.stdout.lines().count(), 100);
+
+    for usage in [
+        vec!["read", "x-1", "--type", "A"],
+        vec!["tail", "x-1", "--type", "A"],
+    ] {
+        let ran = cairn(&app, &usage, "").await;
+        assert_eq!(ran.code, 2, "{usage:?}: {}", ran.stderr);
+    }
+
+    let small = app.sibling_with(&["--max-page-size", "50"]).await;
+    let batch: String = (0..120)
+        .map(|i| format!("{{\"type\":\"P\",\"data\":{i}}}\n"))
+        .collect();
+    cairn(&small, &["append", "paged-1"], &batch).await;
+    assert_eq!(
+        cairn(&small, &["read", "paged-1"], "")
+            .await
+            .json_lines()
+            .len(),
+        120
+    );
+    assert_eq!(
+        cairn(&small, &["read", "paged-1", "--limit", "70"], "")
+            .await
+            .json_lines()
+            .len(),
+        70
+    );
+    let read = cairn(
+        &small,
+        &["read", "paged-1", "--page-size", "40", "--limit", "45"],
+        "",
+    )
+    .await;
+    assert_eq!(read.json_lines().len(), 45);
+    let too_big = cairn(&small, &["read", "paged-1", "--page-size", "500"], "").await;
+    assert_eq!(too_big.code, 1);
+    assert!(too_big.stderr.contains("limit"), "{}", too_big.stderr);
+}
+
 backend_tests!(
+    exact_deep_and_paged_output,
     append_one_and_a_batch_with_expectations,
     read_streams_categories_and_the_log,
     inspect_the_store,
@@ -517,6 +608,34 @@ async fn tail_resumes_after_the_server_restarts() {
     assert_eq!(next().await["data"], 0);
     append(1).await;
     assert_eq!(next().await["data"], 1);
+    // A second tail from the next new event: it has printed nothing when
+    // the server goes, so it resumes where its `caught-up` said.
+    let mut fresh = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["tail", "r-1", "--url", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut fresh_lines = BufReader::new(fresh.stdout.take().unwrap()).lines();
+    // Both feeds open before the server goes: the second has printed nothing.
+    let feeds_open = || async {
+        let metrics = reqwest::get(format!("{url}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics.contains("\ncairn_feeds_open 2\n")
+    };
+    let started = std::time::Instant::now();
+    while !feeds_open().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the second tail never opened its feed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(server);
     let _server =
         crate::binary::Server::start_with(&["--data-dir", data, "--listen", &listen]).await;
@@ -524,5 +643,14 @@ async fn tail_resumes_after_the_server_restarts() {
     append(3).await;
     assert_eq!(next().await["data"], 2);
     assert_eq!(next().await["data"], 3);
+    let mut fresh_seen = Vec::new();
+    while fresh_seen.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(15), fresh_lines.next_line()).await;
+        let event: Value =
+            serde_json::from_str(&line.expect("a line in time").unwrap().unwrap()).unwrap();
+        fresh_seen.push(event["data"].clone());
+    }
+    assert_eq!(fresh_seen, [json!(2), json!(3)]);
     child.kill().await.unwrap();
+    fresh.kill().await.unwrap();
 }

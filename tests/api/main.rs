@@ -15,4 +15,5 @@ mod indexes;
 mod operations;
 mod snapshots;
 mod streams;
+mod tags;
 mod trace;
