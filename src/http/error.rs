@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Denied;
-use crate::store::{Expected, StoreError};
+use crate::store::{AppendError, Expected, StoreError};
 
 /// The result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -42,6 +42,13 @@ pub enum ApiError {
         expected: Expected,
         /// The stream's version.
         actual: i64,
+    },
+    /// An append's condition failed: a matching event arrived after its
+    /// `after`.
+    #[error("the condition failed: a matching event is at global position {first_match}")]
+    ConditionFailed {
+        /// The global position of the earliest such event.
+        first_match: i64,
     },
     /// The body or batch exceeds the configured limits.
     #[error("{0}")]
@@ -91,7 +98,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::WrongVersion { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::WrongVersion { .. } | ApiError::ConditionFailed { .. } => {
+                StatusCode::PRECONDITION_FAILED
+            }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -112,6 +121,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "not-acceptable",
             ApiError::Conflict(_) => "conflict",
             ApiError::WrongVersion { .. } => "wrong-expected-version",
+            ApiError::ConditionFailed { .. } => "condition-failed",
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::RequestTimeout(_) => "request-timeout",
@@ -145,6 +155,12 @@ impl IntoResponse for ApiError {
                 ("stream".into(), json!(stream)),
                 ("expected_version".into(), expected),
                 ("actual_version".into(), json!(actual)),
+            ]);
+        }
+        if let ApiError::ConditionFailed { first_match } = &self {
+            extra.extend([
+                ("condition".into(), json!("failed")),
+                ("first_match".into(), json!(first_match)),
             ]);
         }
         let body = Problem {
@@ -201,6 +217,28 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "store failure");
                 ApiError::Internal
             }
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::WrongVersion {
+                stream,
+                expected,
+                actual,
+            } => ApiError::WrongVersion {
+                stream,
+                expected,
+                actual,
+            },
+            AppendError::ConditionFailed { first_match } => {
+                ApiError::ConditionFailed { first_match }
+            }
+            AppendError::AfterBeyondHead { .. } => ApiError::BadRequest(error.to_string()),
+            AppendError::IdConflict(_) => ApiError::Conflict(error.to_string()),
+            AppendError::Store(error) => error.into(),
         }
     }
 }

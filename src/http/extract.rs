@@ -176,6 +176,9 @@ pub fn nests_deeper_than(json: &str, cap: usize) -> bool {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventWrite {
+    /// `POST /events` only: the stream the event goes to.
+    #[schema(example = "course-c1")]
+    stream: Option<String>,
     /// A UUID; the server makes a UUIDv7 when it is left out. Reusing ids makes retries safe.
     id: Option<Uuid>,
     /// The event type, named like a stream.
@@ -197,11 +200,10 @@ pub struct EventWrite {
     tags: Option<Vec<String>>,
 }
 
-/// Parses an append body: one event or a non-empty array of at most
-/// `max_events` events, each valid, with no id twice. Ids left out get a fresh
-/// UUIDv7.
+/// Parses a stream append's body: one event or a non-empty array of at
+/// most `max_events` events, each valid, with no id twice and no `stream`
+/// (the path names it). Ids left out get a fresh UUIDv7.
 pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiError> {
-    let max_events = limits.max_batch_events;
     let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid event JSON: {e}"));
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let inputs: Vec<JsonObject<EventWrite>> = if first == Some(&b'[') {
@@ -209,6 +211,26 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
     } else {
         vec![serde_json::from_slice(body).map_err(bad)?]
     };
+    let inputs = inputs.into_iter().map(|JsonObject(input)| input).collect();
+    checked_events(inputs, limits)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, (stream, event))| match stream {
+            None => Ok(event),
+            Some(_) => Err(ApiError::BadRequest(format!(
+                "event {index}: `stream` belongs to POST /events; here the path names the stream"
+            ))),
+        })
+        .collect()
+}
+
+/// Checks a batch of events as written: 1 to `max_batch_events`, each
+/// valid, no id twice. Each comes with the stream it names, if any.
+pub fn checked_events(
+    inputs: Vec<EventWrite>,
+    limits: &Limits,
+) -> Result<Vec<(Option<String>, NewEvent)>, ApiError> {
+    let max_events = limits.max_batch_events;
     if inputs.is_empty() {
         return Err(ApiError::BadRequest("the batch holds no events".into()));
     }
@@ -217,10 +239,13 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
             "a batch holds at most {max_events} events"
         )));
     }
-    let mut events = Vec::with_capacity(inputs.len());
-    for (index, JsonObject(input)) in inputs.into_iter().enumerate() {
+    let mut events: Vec<(Option<String>, NewEvent)> = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.into_iter().enumerate() {
         let at = |detail: String| ApiError::BadRequest(format!("event {index}: {detail}"));
         names::check_name("an event type", &input.event_type).map_err(at)?;
+        if let Some(stream) = &input.stream {
+            names::check_name("a stream name", stream).map_err(at)?;
+        }
         let cap = limits.max_json_depth;
         let too_deep = nests_deeper_than(input.data.get(), cap)
             || input
@@ -243,10 +268,10 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
         let tags = input.tags.unwrap_or_default();
         names::check_tags(&tags).map_err(at)?;
         let id = input.id.unwrap_or_else(Uuid::now_v7);
-        if events.iter().any(|e: &NewEvent| e.id == id) {
+        if events.iter().any(|(_, e)| e.id == id) {
             return Err(at(format!("id {id} appears twice in the request")));
         }
-        events.push(NewEvent {
+        let event = NewEvent {
             id,
             client_id: input.id.is_some(),
             event_type: input.event_type,
@@ -255,7 +280,8 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<NewEvent>, ApiEr
             causation_id: input.causation_id,
             correlation_id: input.correlation_id,
             tags,
-        });
+        };
+        events.push((input.stream, event));
     }
     Ok(events)
 }

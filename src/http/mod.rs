@@ -21,6 +21,7 @@ use crate::feed::Feeds;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{SharedStore, TraceLimits};
 
+mod appends;
 pub mod auth;
 mod checkpoints;
 mod connection_clock;
@@ -113,6 +114,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(global::router())
         .merge(events::router())
         .merge(queries::router())
+        .merge(appends::router())
         .merge(snapshots::router())
         .merge(checkpoints::router())
         .merge(trace::router())

@@ -58,7 +58,7 @@ struct TagParams {
 /// `tags`; at least one of the two.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryItemBody {
+pub(super) struct QueryItemBody {
     /// The types matched (absent or empty: any type).
     #[serde(default)]
     #[schema(example = json!(["StudentSubscribed"]))]
@@ -177,7 +177,7 @@ fn event_query(
 
 /// Checks the items of a query: 1 to 32, each naming at least one type or
 /// tag (at most 32 of each), every name valid.
-fn query_items(items: Vec<QueryItemBody>) -> ApiResult<Vec<QueryItem>> {
+pub(super) fn query_items(items: Vec<QueryItemBody>) -> ApiResult<Vec<QueryItem>> {
     if items.is_empty() || items.len() > MAX_ITEMS {
         return Err(ApiError::BadRequest(format!(
             "a query holds 1 to {MAX_ITEMS} items, not {}",

@@ -19,7 +19,7 @@ use super::wire::{self, DirectionParam, Event, EventPosition, Snapshot, StreamIn
 use super::{AppState, etag, page_limit};
 use crate::feed::Subject;
 use crate::names;
-use crate::store::{AppendError, AppendRequest, Direction, StreamQuery};
+use crate::store::{AppendRequest, Direction, StreamQuery};
 
 /// The stream routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -94,31 +94,16 @@ async fn append(
     caller.stream(&stream)?;
     let expected = extract::expected_version(&headers)?;
     let events = extract::parse_events(&body, &state.limits)?;
-    let request = AppendRequest {
-        stream: stream.clone(),
-        expected,
-        events,
-    };
-    let appended = state
-        .store
-        .append(request)
-        .await
-        .map_err(|error| match error {
-            AppendError::WrongVersion { expected, actual } => ApiError::WrongVersion {
-                stream: stream.clone(),
-                expected,
-                actual,
-            },
-            AppendError::IdConflict(_) => ApiError::Conflict(error.to_string()),
-            AppendError::Store(error) => error.into(),
-        })?;
+    let request = AppendRequest::to_stream(&stream, expected, events);
+    let appended = state.store.append(request).await?;
+    let version = appended.version_of(&stream);
     let first = appended.events.first().map_or(0, |e| e.position);
     let body = Json(AppendResponse {
         stream: stream.clone(),
-        version: appended.version,
+        version,
         events: appended.events.into_iter().map(Into::into).collect(),
     });
-    let tag = [(header::ETAG, etag(appended.version))];
+    let tag = [(header::ETAG, etag(version))];
     if !appended.created {
         return Ok((StatusCode::OK, tag, body).into_response());
     }

@@ -24,7 +24,7 @@ pub trait Appends: Send + Sync {
 
 #[async_trait]
 impl<B: SqlBackend> Appends for B {
-    #[tracing::instrument(level = "debug", skip_all, fields(stream = %request.stream, events = request.events.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(events = request.events.len()))]
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         self.parts().writer.append(request).await
     }

@@ -24,13 +24,30 @@ pub enum StoreError {
 /// Why an append was refused; nothing of it was written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
-    /// The expected version did not hold.
-    #[error("the stream is at version {actual}")]
+    /// The expected version of a stream did not hold.
+    #[error("stream {stream} is at version {actual}")]
     WrongVersion {
+        /// The stream.
+        stream: String,
         /// What the request expected.
         expected: Expected,
         /// The stream's version (-1: no events).
         actual: i64,
+    },
+    /// An event matching the condition's query arrived after its `after`.
+    #[error("the condition failed: a matching event is at global position {first_match}")]
+    ConditionFailed {
+        /// The global position of the earliest such event.
+        first_match: i64,
+    },
+    /// The condition's `after` lies beyond the log's head: no decision can
+    /// have been made there.
+    #[error("the condition's after ({after}) is beyond the head of the log ({head})")]
+    AfterBeyondHead {
+        /// The `after` given.
+        after: i64,
+        /// The head.
+        head: i64,
     },
     /// An event id is already used, and the request is not an exact retry.
     #[error("event id {0} is already used by another write")]

@@ -56,9 +56,10 @@ pub use diagnostics::{Diagnostics, ReadStatement};
 pub use error::{AppendError, SnapshotError, StoreError};
 pub use keys::Keys;
 pub use model::{
-    AppendRequest, Appended, Checkpoint, Direction, EventPosition, EventQuery, Expected, Filter,
-    GlobalPage, GlobalQuery, NewEvent, NewKey, NewSnapshot, QueryItem, QueryPage, RecordedEvent,
-    Scope, Snapshot, StoredKey, StreamInfo, StreamPage, StreamQuery, Trace, TraceLimits,
+    AppendRequest, Appended, Checkpoint, Condition, Direction, EventPosition, EventQuery, Expected,
+    Filter, GlobalPage, GlobalQuery, NewEvent, NewKey, NewSnapshot, QueryItem, QueryPage,
+    RecordedEvent, Scope, Snapshot, StoredKey, StreamEvent, StreamInfo, StreamPage, StreamQuery,
+    Trace, TraceLimits,
 };
 pub use queries::Queries;
 pub use reads::Reads;

@@ -58,22 +58,83 @@ impl Expected {
     }
 }
 
-/// One append request: a non-empty batch of events for one stream.
+/// An event to append, with the stream it goes to.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// The stream.
+    pub stream: String,
+    /// The event.
+    pub event: NewEvent,
+}
+
+/// A condition on an append (API.md, Tags and consistency boundaries): it
+/// fails if an event matching `query` has a global position above `after`
+/// (no `after`: if any matching event exists).
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// The events that must not have arrived.
+    pub query: Vec<QueryItem>,
+    /// The global position the decision was made at.
+    pub after: Option<i64>,
+}
+
+/// One append request: a non-empty batch of events, to one stream or to
+/// several, written atomically in this order or not at all.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
-    /// The stream appended to.
-    pub stream: String,
-    /// The version the stream must have.
-    pub expected: Expected,
-    /// The events, appended atomically in this order.
-    pub events: Vec<NewEvent>,
+    /// The events, each with its stream.
+    pub events: Vec<StreamEvent>,
+    /// The versions streams must have (a stream not named: any).
+    pub expected: Vec<(String, Expected)>,
+    /// What must not have arrived, if anything.
+    pub condition: Option<Condition>,
+}
+
+impl AppendRequest {
+    /// An append of `events` to one stream, expecting `expected`.
+    pub fn to_stream(stream: &str, expected: Expected, events: Vec<NewEvent>) -> AppendRequest {
+        AppendRequest {
+            events: events
+                .into_iter()
+                .map(|event| StreamEvent {
+                    stream: stream.to_owned(),
+                    event,
+                })
+                .collect(),
+            expected: vec![(stream.to_owned(), expected)],
+            condition: None,
+        }
+    }
+
+    /// Each stream the request names (by an event or an expectation), once.
+    pub fn streams(&self) -> Vec<&str> {
+        let mut streams: Vec<&str> = self
+            .expected
+            .iter()
+            .map(|(stream, _)| stream.as_str())
+            .chain(self.events.iter().map(|e| e.stream.as_str()))
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        streams
+    }
+
+    /// What the request expects of a stream.
+    pub fn expected_of(&self, stream: &str) -> Expected {
+        self.expected
+            .iter()
+            .find(|(named, _)| named == stream)
+            .map_or(Expected::Any, |(_, expected)| *expected)
+    }
 }
 
 /// Where an appended (or previously appended) event sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventPosition {
     /// The event's id.
     pub id: Uuid,
+    /// Its stream.
+    pub stream: String,
     /// Its position in its stream.
     pub position: i64,
     /// Its position in the global log.
@@ -85,10 +146,21 @@ pub struct EventPosition {
 pub struct Appended {
     /// `false` when the request was a retry of writes already stored: nothing was written.
     pub created: bool,
-    /// The stream's version after the write (for a retry: the last retried position).
-    pub version: i64,
     /// Where each event of the request sits, in request order.
     pub events: Vec<EventPosition>,
+    /// The version of each stream written after the write, by name (for a
+    /// retry: the last retried position).
+    pub versions: Vec<(String, i64)>,
+}
+
+impl Appended {
+    /// A stream's version after the write (-1: not written).
+    pub fn version_of(&self, stream: &str) -> i64 {
+        self.versions
+            .iter()
+            .find(|(written, _)| written == stream)
+            .map_or(-1, |(_, version)| *version)
+    }
 }
 
 /// An event as stored.

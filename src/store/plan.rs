@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::AppendError;
-use super::model::{AppendRequest, Appended, EventPosition, NewEvent};
+use super::model::{AppendRequest, Appended, EventPosition, NewEvent, QueryItem};
 use crate::names;
 
 /// The outcome of one request of a batch.
@@ -37,28 +37,55 @@ pub struct BatchState {
     /// The commit time of the batch: never before the last stored event's,
     /// so times never go backwards along the log, even if the clock does.
     pub commit_time: DateTime<Utc>,
+    /// For each conditional request (by its index in the batch), the
+    /// earliest stored event matching its condition above its `after`.
+    pub first_matches: HashMap<usize, i64>,
 }
 
-/// The streams and event ids a batch touches: what [`BatchState`] is loaded for.
+/// What [`BatchState`] is loaded for: the streams and event ids a batch
+/// touches, and its conditions.
 #[derive(Debug)]
 pub struct BatchKeys {
     /// Each stream once.
     pub streams: Vec<String>,
     /// Every id a client chose (see [`NewEvent::client_id`]).
     pub ids: Vec<Uuid>,
+    /// Each conditional request's index in the batch, query and `after`
+    /// (0 when absent: any matching event at all).
+    pub conditions: Vec<(usize, Vec<QueryItem>, i64)>,
 }
 
 impl BatchKeys {
     /// The keys of a batch.
     pub fn of(batch: &[AppendRequest]) -> Self {
-        let mut streams: Vec<String> = batch.iter().map(|r| r.stream.clone()).collect();
+        let mut streams: Vec<String> = batch
+            .iter()
+            .flat_map(|r| r.streams().into_iter().map(str::to_owned))
+            .collect();
         streams.sort_unstable();
         streams.dedup();
         let ids = batch
             .iter()
-            .flat_map(|r| r.events.iter().filter(|e| e.client_id).map(|e| e.id))
+            .flat_map(|r| {
+                r.events
+                    .iter()
+                    .filter(|e| e.event.client_id)
+                    .map(|e| e.event.id)
+            })
             .collect();
-        BatchKeys { streams, ids }
+        let conditions = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(index, r)| {
+                let condition = r.condition.as_ref()?;
+                Some((index, condition.query.clone(), condition.after.unwrap_or(0)))
+            })
+            .collect();
+        BatchKeys {
+            streams,
+            ids,
+            conditions,
+        }
     }
 }
 
@@ -110,46 +137,51 @@ pub struct Plan<'a> {
 /// Global positions continue from `state.last_global_position` without gaps:
 /// that is safe only because the caller holds the store-wide write lock.
 pub fn plan(batch: &[AppendRequest], mut state: BatchState) -> Plan<'_> {
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row<'_>> = Vec::new();
     let mut written: HashMap<&str, StreamVersion<'_>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        let outcome = judge(request, &state);
+    for (index, request) in batch.iter().enumerate() {
+        let outcome = judge(index, request, &state, &rows);
         if let Ok(Appended {
             created: true,
-            version,
             events,
+            versions,
         }) = &outcome
         {
-            let category = names::category(&request.stream);
-            let cardinal_hash = names::cardinal_hash(&request.stream);
-            for (event, at) in request.events.iter().zip(events) {
+            for (planned, at) in request.events.iter().zip(events) {
                 rows.push(Row {
                     global_position: at.global_position,
-                    stream: &request.stream,
+                    stream: &planned.stream,
                     position: at.position,
-                    category,
-                    cardinal_hash,
-                    event,
+                    category: names::category(&planned.stream),
+                    cardinal_hash: names::cardinal_hash(&planned.stream),
+                    event: &planned.event,
                 });
                 let stored = StoredId {
-                    stream: request.stream.clone(),
+                    stream: planned.stream.clone(),
                     position: at.position,
                     global_position: at.global_position,
                 };
                 state.existing.insert(at.id, stored);
             }
             state.last_global_position += events.len() as i64;
-            let new = !state.versions.contains_key(&request.stream);
-            written
-                .entry(&request.stream)
-                .or_insert(StreamVersion {
-                    stream: &request.stream,
-                    version: *version,
-                    new,
-                })
-                .version = *version;
-            state.versions.insert(request.stream.clone(), *version);
+            for (stream, version) in versions {
+                let stream = request
+                    .streams()
+                    .into_iter()
+                    .find(|s| s == stream)
+                    .unwrap_or("");
+                let new = !state.versions.contains_key(stream);
+                written
+                    .entry(stream)
+                    .or_insert(StreamVersion {
+                        stream,
+                        version: *version,
+                        new,
+                    })
+                    .version = *version;
+                state.versions.insert(stream.to_owned(), *version);
+            }
         }
         outcomes.push(outcome);
     }
@@ -163,76 +195,135 @@ pub fn plan(batch: &[AppendRequest], mut state: BatchState) -> Plan<'_> {
     }
 }
 
-/// The answer to one request, given the state before it.
-fn judge(request: &AppendRequest, state: &BatchState) -> Outcome {
-    let version = state.versions.get(&request.stream).copied().unwrap_or(-1);
+/// Whether an event matches a query: it matches one of its items.
+fn matches(query: &[QueryItem], event: &NewEvent) -> bool {
+    query.iter().any(|item| {
+        (item.types.is_empty() || item.types.contains(&event.event_type))
+            && item.tags.iter().all(|tag| event.tags.contains(tag))
+    })
+}
+
+/// The answer to request `index`, given the state before it and the rows
+/// the requests before it in the batch will write.
+fn judge(index: usize, request: &AppendRequest, state: &BatchState, rows: &[Row<'_>]) -> Outcome {
     let stored: Vec<Option<&StoredId>> = request
         .events
         .iter()
-        .map(|e| state.existing.get(&e.id))
+        .map(|e| state.existing.get(&e.event.id))
         .collect();
-    if stored.iter().all(Option::is_none) {
-        if !request.expected.holds(version) {
+    if stored.iter().any(Option::is_some) {
+        return retried(request, &stored);
+    }
+    let version = |stream: &str| state.versions.get(stream).copied().unwrap_or(-1);
+    for stream in request.streams() {
+        let expected = request.expected_of(stream);
+        if !expected.holds(version(stream)) {
             return Err(AppendError::WrongVersion {
-                expected: request.expected,
-                actual: version,
+                stream: stream.to_owned(),
+                expected,
+                actual: version(stream),
             });
         }
-        let events = request
-            .events
-            .iter()
-            .zip(1..)
-            .map(|(e, offset)| EventPosition {
-                id: e.id,
-                position: version + offset,
-                global_position: state.last_global_position + offset,
+    }
+    if let Some(condition) = &request.condition {
+        let after = condition.after.unwrap_or(0);
+        if after > state.last_global_position {
+            return Err(AppendError::AfterBeyondHead {
+                after,
+                head: state.last_global_position,
             });
-        let events: Vec<_> = events.collect();
-        return Ok(Appended {
-            created: true,
-            version: version + events.len() as i64,
-            events,
+        }
+        let in_batch = rows
+            .iter()
+            .filter(|row| row.global_position > after && matches(&condition.query, row.event))
+            .map(|row| row.global_position);
+        let stored = state.first_matches.get(&index).copied();
+        if let Some(first_match) = stored.into_iter().chain(in_batch).min() {
+            return Err(AppendError::ConditionFailed { first_match });
+        }
+    }
+    let mut versions: Vec<(String, i64)> = Vec::new();
+    let mut events = Vec::with_capacity(request.events.len());
+    for (planned, offset) in request.events.iter().zip(1..) {
+        let position = match versions.iter_mut().find(|(s, _)| *s == planned.stream) {
+            Some((_, last)) => {
+                *last += 1;
+                *last
+            }
+            None => {
+                let next = version(&planned.stream) + 1;
+                versions.push((planned.stream.clone(), next));
+                next
+            }
+        };
+        events.push(EventPosition {
+            id: planned.event.id,
+            stream: planned.stream.clone(),
+            position,
+            global_position: state.last_global_position + offset,
         });
     }
-    // Some ids are stored: only an exact retry (all of them, in this stream,
-    // in this order, at consecutive positions) is acceptable.
-    let first = stored[0].filter(|s| s.stream == request.stream);
-    let retry = first.is_some_and(|first| {
-        stored.iter().zip(0..).all(|(s, offset)| {
-            s.is_some_and(|s| s.stream == request.stream && s.position == first.position + offset)
-        })
-    });
-    if !retry {
-        let taken = request
-            .events
-            .iter()
-            .zip(&stored)
-            .find(|(_, s)| s.is_some());
-        return Err(AppendError::IdConflict(
-            taken.map_or(Uuid::nil(), |(e, _)| e.id),
-        ));
+    Ok(Appended {
+        created: true,
+        events,
+        versions,
+    })
+}
+
+/// The answer to a request some of whose ids are stored: only an exact
+/// retry (every id stored, each in its own stream, each stream's at
+/// consecutive positions in request order) is acceptable, and writes
+/// nothing.
+fn retried(request: &AppendRequest, stored: &[Option<&StoredId>]) -> Outcome {
+    let mut versions: Vec<(String, i64)> = Vec::new();
+    let mut events = Vec::with_capacity(stored.len());
+    for (planned, at) in request.events.iter().zip(stored) {
+        let consecutive =
+            at.filter(|s| s.stream == planned.stream).is_some_and(|s| {
+                match versions
+                    .iter_mut()
+                    .find(|(stream, _)| *stream == planned.stream)
+                {
+                    Some((_, last)) if s.position == *last + 1 => {
+                        *last = s.position;
+                        true
+                    }
+                    Some(_) => false,
+                    None => {
+                        versions.push((planned.stream.clone(), s.position));
+                        true
+                    }
+                }
+            });
+        match at {
+            Some(at) if consecutive => events.push(EventPosition {
+                id: planned.event.id,
+                stream: planned.stream.clone(),
+                position: at.position,
+                global_position: at.global_position,
+            }),
+            _ => {
+                let taken = request
+                    .events
+                    .iter()
+                    .zip(stored)
+                    .find(|(_, at)| at.is_some())
+                    .map_or(Uuid::nil(), |(e, _)| e.event.id);
+                return Err(AppendError::IdConflict(taken));
+            }
+        }
     }
-    let events: Vec<_> = request
-        .events
-        .iter()
-        .zip(stored.iter().flatten())
-        .map(|(e, s)| EventPosition {
-            id: e.id,
-            position: s.position,
-            global_position: s.global_position,
-        })
-        .collect();
     Ok(Appended {
         created: false,
-        version: events.last().map_or(-1, |e| e.position),
         events,
+        versions,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::Expected;
+    use crate::store::model::{Condition, Expected, StreamEvent};
     use serde_json::value::RawValue;
 
     /// A plan's stream versions as `(stream, version, new)`.
@@ -243,25 +334,105 @@ mod tests {
             .collect()
     }
 
-    fn request(stream: &str, expected: Expected, ids: &[u128]) -> AppendRequest {
-        let events = ids
-            .iter()
-            .map(|&id| NewEvent {
-                id: Uuid::from_u128(id),
-                client_id: true,
-                event_type: "T".into(),
-                data: RawValue::from_string("{}".into()).unwrap(),
-                metadata: None,
-                causation_id: None,
-                correlation_id: None,
-                tags: Vec::new(),
-            })
-            .collect();
-        AppendRequest {
-            stream: stream.into(),
-            expected,
-            events,
+    fn event(id: u128, tags: &[&str]) -> NewEvent {
+        NewEvent {
+            id: Uuid::from_u128(id),
+            client_id: true,
+            event_type: "T".into(),
+            data: RawValue::from_string("{}".into()).unwrap(),
+            metadata: None,
+            causation_id: None,
+            correlation_id: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
         }
+    }
+
+    fn request(stream: &str, expected: Expected, ids: &[u128]) -> AppendRequest {
+        let events = ids.iter().map(|&id| event(id, &[])).collect();
+        AppendRequest::to_stream(stream, expected, events)
+    }
+
+    /// A request to append one event tagged `tag` to `stream`, on condition
+    /// that no event tagged `tag` arrived after `after`.
+    fn claim(stream: &str, id: u128, tag: &str, after: Option<i64>) -> AppendRequest {
+        let mut request = AppendRequest::to_stream(stream, Expected::Any, vec![event(id, &[tag])]);
+        request.condition = Some(Condition {
+            query: vec![QueryItem {
+                types: vec![],
+                tags: vec![tag.into()],
+            }],
+            after,
+        });
+        request
+    }
+
+    #[test]
+    fn conditions_see_the_store_and_the_requests_before_them() {
+        let batch = [
+            claim("user-1", 1, "username:ada", None),
+            claim("user-2", 2, "username:ada", None),
+            claim("user-3", 3, "username:bob", None),
+            claim("user-4", 4, "username:bob", Some(0)),
+            claim("user-5", 5, "username:eve", None),
+        ];
+        let mut state = BatchState {
+            last_global_position: 10,
+            ..BatchState::default()
+        };
+        state.first_matches.insert(4, 7);
+        let plan = plan(&batch, state);
+        assert!(plan.outcomes[0].is_ok());
+        assert!(matches!(
+            plan.outcomes[1],
+            Err(AppendError::ConditionFailed { first_match: 11 })
+        ));
+        assert!(plan.outcomes[2].is_ok());
+        assert!(matches!(
+            plan.outcomes[3],
+            Err(AppendError::ConditionFailed { first_match: 12 })
+        ));
+        assert!(matches!(
+            plan.outcomes[4],
+            Err(AppendError::ConditionFailed { first_match: 7 })
+        ));
+        let after_the_head = [claim("user-6", 6, "username:zed", Some(11))];
+        let plan_beyond = super::plan(&after_the_head, BatchState::default());
+        assert!(matches!(
+            plan_beyond.outcomes[0],
+            Err(AppendError::AfterBeyondHead { .. })
+        ));
+    }
+
+    #[test]
+    fn a_multi_stream_request_is_all_or_nothing() {
+        let mut request = request("a-1", Expected::Any, &[1, 2]);
+        request.events.insert(
+            1,
+            StreamEvent {
+                stream: "b-1".into(),
+                event: event(3, &[]),
+            },
+        );
+        request.expected.push(("b-1".into(), Expected::Version(0)));
+        let mut state = BatchState::default();
+        state.versions.insert("a-1".into(), 4);
+        let refused = plan(std::slice::from_ref(&request), state);
+        assert!(matches!(
+            &refused.outcomes[0],
+            Err(AppendError::WrongVersion { stream, actual: -1, .. }) if stream == "b-1"
+        ));
+        assert!(refused.rows.is_empty());
+        request.expected.pop();
+        let mut state = BatchState::default();
+        state.versions.insert("a-1".into(), 4);
+        let written = plan(std::slice::from_ref(&request), state);
+        let positions: Vec<_> = written
+            .rows
+            .iter()
+            .map(|r| (r.stream, r.position, r.global_position))
+            .collect();
+        assert_eq!(positions, [("a-1", 5, 1), ("b-1", 0, 2), ("a-1", 6, 3)]);
+        assert_eq!(versions(&written), [("a-1", 6, false), ("b-1", 0, true)]);
     }
 
     #[test]
@@ -301,7 +472,7 @@ mod tests {
         let plan = plan(&batch, BatchState::default());
         let retry = plan.outcomes[1].as_ref().unwrap();
         assert!(!retry.created);
-        assert_eq!(retry.version, 1);
+        assert_eq!(retry.version_of("a-1"), 1);
         assert!(matches!(plan.outcomes[2], Err(AppendError::IdConflict(_))));
         assert!(matches!(plan.outcomes[3], Err(AppendError::IdConflict(_))));
         assert_eq!(plan.rows.len(), 2);
@@ -310,7 +481,7 @@ mod tests {
     #[test]
     fn only_ids_a_client_chose_are_looked_up() {
         let mut fresh = request("a-1", Expected::Any, &[1, 2]);
-        fresh.events[1].client_id = false;
+        fresh.events[1].event.client_id = false;
         let batch = [fresh, request("a-1", Expected::Any, &[3])];
         let keys = BatchKeys::of(&batch);
         assert_eq!(keys.ids, [Uuid::from_u128(1), Uuid::from_u128(3)]);

@@ -249,6 +249,10 @@ impl WriteStatements for PgWrites {
         Ok(state)
     }
 
+    async fn fetch_int(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Option<i64>, StoreError> {
+        Postgres::fetch_int(&mut *tx, sql).await
+    }
+
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {
         let rows = &plan.rows;
         // One round trip writes the events, the streams' versions (new

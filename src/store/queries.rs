@@ -55,6 +55,15 @@ pub(super) fn matching_events<B: SqlBackend>(
     sql
 }
 
+/// The global position of the earliest event matching `query` above
+/// `after`: what an append's condition checks.
+pub(super) fn first_match(query: &[QueryItem], after: i64) -> Sql {
+    let mut sql = Sql::new("SELECT min(global_position) FROM (");
+    matching_positions(&mut sql, query, after + 1, Direction::Forward, 1);
+    sql.push(") AS m");
+    sql
+}
+
 /// Appends a query of the global positions matching `items` from
 /// `position` on in `direction`, at most `limit`: the union of one
 /// index-ordered, limited branch per item (per type, for an item of types
@@ -149,7 +158,16 @@ pub(super) fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
         ),
         (
             "query by types, backward",
-            matching_events::<B>(&[types, tags], 1000, Direction::Backward, 101),
+            matching_events::<B>(
+                &[types.clone(), tags.clone()],
+                1000,
+                Direction::Backward,
+                101,
+            ),
+        ),
+        (
+            "query: a condition's first match",
+            first_match(&[tags, types], 1000),
         ),
     ]
 }

@@ -138,6 +138,10 @@ impl WriteStatements for SqliteWrites {
         Ok(state)
     }
 
+    async fn fetch_int(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Option<i64>, StoreError> {
+        Sqlite::fetch_int(&mut **tx, sql).await
+    }
+
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {
         let now = plan.commit_time.timestamp_micros();
         for row in &plan.rows {

@@ -20,6 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::error::{AppendError, StoreError};
 use super::model::AppendRequest;
 use super::plan::{BatchKeys, BatchState, Outcome, Plan, plan};
+use super::queries::first_match;
+use super::sql::Sql;
 
 /// A backend's statements for group commit.
 #[async_trait]
@@ -31,6 +33,9 @@ pub trait WriteStatements: Send + Sync + 'static {
     async fn begin(&mut self) -> Result<Self::Tx, StoreError>;
     /// Loads what the batch is judged against.
     async fn load(&self, tx: &mut Self::Tx, keys: &BatchKeys) -> Result<BatchState, StoreError>;
+    /// Runs a query of one integer (a condition's first match) in the
+    /// transaction.
+    async fn fetch_int(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Option<i64>, StoreError>;
     /// Writes the plan's rows and stream versions (there is at least one row).
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError>;
     /// Commits.
@@ -61,7 +66,18 @@ async fn commit_batch_now(
     batch: &[AppendRequest],
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = backend.begin().await?;
-    let state = backend.load(&mut tx, &BatchKeys::of(batch)).await?;
+    let keys = BatchKeys::of(batch);
+    let mut state = backend.load(&mut tx, &keys).await?;
+    // Each condition sees the store as the write lock holds it; the
+    // requests before it in the batch, `plan` adds.
+    for (index, query, after) in &keys.conditions {
+        if *after <= state.last_global_position {
+            let sql = first_match(query, *after);
+            if let Some(first) = backend.fetch_int(&mut tx, sql).await? {
+                state.first_matches.insert(*index, first);
+            }
+        }
+    }
     let plan = plan(batch, state);
     if !plan.rows.is_empty() {
         backend.insert(&mut tx, &plan).await?;
@@ -253,6 +269,9 @@ mod tests {
         async fn load(&self, _: &mut (), _: &BatchKeys) -> Result<BatchState, StoreError> {
             unreachable!("begin panics first")
         }
+        async fn fetch_int(&self, _: &mut (), _: Sql) -> Result<Option<i64>, StoreError> {
+            unreachable!("begin panics first")
+        }
         async fn insert(&self, _: &mut (), _: &Plan<'_>) -> Result<(), StoreError> {
             unreachable!("begin panics first")
         }
@@ -265,11 +284,7 @@ mod tests {
     async fn a_writer_that_panicked_fails_appends_and_says_it_stopped() {
         let writer = Writer::spawn(Panicking, Arc::new(Notify::new()));
         assert!(writer.is_running());
-        let request = AppendRequest {
-            stream: "a-1".into(),
-            expected: Expected::Any,
-            events: Vec::new(),
-        };
+        let request = AppendRequest::to_stream("a-1", Expected::Any, Vec::new());
         let outcome = writer.append(request).await;
         assert!(matches!(
             outcome,

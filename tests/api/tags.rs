@@ -222,7 +222,273 @@ async fn bad_tags_and_queries_are_400(app: TestApp) {
     }
 }
 
+/// The course example (API.md): 40 clients each try to subscribe a student
+/// to a course of capacity 30, deciding from a tag read and appending on
+/// condition that nothing changed since, retrying on `412`, half of them
+/// through a second instance. Exactly 30 succeed.
+async fn a_course_never_takes_more_than_its_capacity(app: TestApp) {
+    const CAPACITY: usize = 30;
+    let other = app.sibling().await;
+    let instances = [&app, &other];
+    let subscribe = |student: usize| {
+        let app = instances[student % 2];
+        async move {
+            let query = json!([{"types": ["StudentSubscribed"], "tags": ["course:c1"]}]);
+            loop {
+                let read = post(app, "/query", json!({"query": query, "limit": 1000})).await;
+                let page: Value = read.json().await.unwrap();
+                if page["events"].as_array().unwrap().len() >= CAPACITY {
+                    return false;
+                }
+                let body = json!({
+                    "events": [
+                        {"stream": "course-c1", "type": "StudentSubscribed", "data": {"student": student},
+                         "tags": ["course:c1", format!("student:s{student}")]},
+                        {"stream": format!("student-s{student}"), "type": "SubscribedToCourse", "data": {},
+                         "tags": [format!("student:s{student}")]},
+                    ],
+                    "condition": {"fail_if_events_match": query, "after": page["head"]},
+                });
+                let response = post(app, "/events", body).await;
+                match response.status() {
+                    StatusCode::CREATED => return true,
+                    StatusCode::PRECONDITION_FAILED => {
+                        let problem: Value = response.json().await.unwrap();
+                        assert_eq!(problem["condition"], "failed", "{problem}");
+                        assert!(
+                            problem["first_match"].as_i64().unwrap()
+                                > page["head"].as_i64().unwrap()
+                        );
+                    }
+                    status => panic!("{status}: {}", response.text().await.unwrap()),
+                }
+            }
+        }
+    };
+    let outcomes = futures::future::join_all((0..40).map(subscribe)).await;
+    assert_eq!(outcomes.iter().filter(|won| **won).count(), CAPACITY);
+    let course = app
+        .get_json("/events?tag=course:c1&type=StudentSubscribed&limit=1000")
+        .await;
+    assert_eq!(course["events"].as_array().unwrap().len(), CAPACITY);
+    // Each success wrote both of its events, and nothing else was written.
+    let all = app.get_json("/all?limit=1000").await;
+    assert_eq!(all["events"].as_array().unwrap().len(), 2 * CAPACITY);
+}
+
+/// 20 clients race to claim one username with a condition and no `after`:
+/// exactly one wins.
+async fn a_username_is_claimed_once(app: TestApp) {
+    let claim = |i: usize| {
+        let app = &app;
+        async move {
+            let body = json!({
+                "events": [{"stream": format!("user-{i}"), "type": "UsernameClaimed", "data": {},
+                            "tags": ["username:ada"]}],
+                "condition": {"fail_if_events_match": [{"tags": ["username:ada"]}]},
+            });
+            post(app, "/events", body).await.status()
+        }
+    };
+    let statuses = futures::future::join_all((0..20).map(claim)).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+            .count(),
+        19
+    );
+}
+
+/// A multi-stream append is all or nothing; a retry with the same ids is
+/// `200` and writes nothing, before versions and conditions are judged;
+/// ids used elsewhere are `409`.
+async fn multi_stream_appends_are_atomic_and_idempotent(app: TestApp) {
+    post(&app, "/streams/b-1", json!({"type": "A", "data": 0})).await;
+    let body = json!({
+        "events": [
+            {"stream": "a-1", "type": "A", "data": 1, "id": "00000000-0000-7000-8000-000000000001"},
+            {"stream": "b-1", "type": "A", "data": 2, "id": "00000000-0000-7000-8000-000000000002"},
+            {"stream": "a-1", "type": "A", "data": 3, "id": "00000000-0000-7000-8000-000000000003"},
+        ],
+        "expected_versions": {"a-1": -1, "b-1": 5},
+    });
+    let refused = assert_problem(
+        post(&app, "/events", body.clone()).await,
+        StatusCode::PRECONDITION_FAILED,
+    )
+    .await;
+    assert_eq!(
+        (
+            refused["stream"].as_str(),
+            refused["actual_version"].as_i64()
+        ),
+        (Some("b-1"), Some(0))
+    );
+    assert_eq!(
+        app.get("/streams/a-1").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get_json("/all").await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let mut body = body;
+    body["expected_versions"]["b-1"] = json!(0);
+    let written = post(&app, "/events", body.clone()).await;
+    assert_eq!(written.status(), StatusCode::CREATED);
+    let written: Value = written.json().await.unwrap();
+    let at: Vec<(Value, Value, Value)> = written["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["stream"].clone(),
+                e["position"].clone(),
+                e["global_position"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (json!("a-1"), json!(0), json!(2)),
+            (json!("b-1"), json!(1), json!(3)),
+            (json!("a-1"), json!(1), json!(4))
+        ]
+    );
+    assert_eq!(written["head"], 4);
+    // The same request again: already stored, so 200 although the versions
+    // no longer hold.
+    let retried = post(&app, "/events", body.clone()).await;
+    assert_eq!(retried.status(), StatusCode::OK);
+    assert_eq!(retried.json::<Value>().await.unwrap(), written);
+    body["events"][0]["stream"] = json!("c-1");
+    assert_problem(post(&app, "/events", body).await, StatusCode::CONFLICT).await;
+    assert_eq!(
+        app.get_json("/all").await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+/// Malformed multi-stream appends are `400` with a clear detail, and
+/// nothing is written.
+async fn bad_multi_stream_appends_are_400(app: TestApp) {
+    post(&app, "/streams/seed-1", json!({"type": "A", "data": 0})).await;
+    let event = |extra: Value| {
+        let mut event = json!({"stream": "m-1", "type": "A", "data": {}});
+        event
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        event
+    };
+    let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    let id = "00000000-0000-7000-8000-00000000000a";
+    let bad = [
+        (
+            json!({"events": [event(json!({"tags": many}))]}),
+            "at most 32",
+        ),
+        (
+            json!({"events": [event(json!({"tags": ["a", "a"]}))]}),
+            "twice",
+        ),
+        (
+            json!({"events": [event(json!({"tags": ["a/b"]}))]}),
+            "a tag",
+        ),
+        (
+            json!({"events": [event(json!({}))], "condition": {"fail_if_events_match": [{}]}}),
+            "at least one type or tag",
+        ),
+        (
+            json!({"events": [event(json!({}))], "condition": {"fail_if_events_match": []}}),
+            "1 to 32 items",
+        ),
+        (
+            json!({"events": [event(json!({"color": "red"}))]}),
+            "unknown field",
+        ),
+        (
+            json!({"events": [event(json!({}))], "extra": 1}),
+            "unknown field",
+        ),
+        (
+            json!({"events": [event(json!({}))], "condition": {"fail_if_events_match": [{"tags": ["a"]}], "after": 99}}),
+            "beyond the head",
+        ),
+        (
+            json!({"events": [event(json!({}))], "condition": {"fail_if_events_match": [{"tags": ["a"]}], "after": -1}}),
+            "after",
+        ),
+        (json!({"events": []}), "no events"),
+        (
+            json!({"events": [event(json!({"id": id})), event(json!({"id": id}))]}),
+            "twice",
+        ),
+        (json!({"events": [{"type": "A", "data": {}}]}), "`stream`"),
+        (
+            json!({"events": [event(json!({"stream": "$m"}))]}),
+            "a stream name",
+        ),
+        (
+            json!({"events": [event(json!({}))], "expected_versions": {"m-1": -2}}),
+            "expected_versions",
+        ),
+        (
+            json!({"events": [event(json!({}))], "expected_versions": {"m-1": "maybe"}}),
+            "expected_versions",
+        ),
+        (json!([event(json!({}))]), "object"),
+    ];
+    for (body, says) in bad {
+        let problem = assert_problem(
+            post(&app, "/events", body.clone()).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{body}: {problem}"
+        );
+    }
+    // A stream append names its stream in the path only.
+    let named = json!({"stream": "m-1", "type": "A", "data": {}});
+    assert_problem(
+        post(&app, "/streams/m-1", named).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(
+        app.get_json("/all").await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 backend_tests!(
+    a_course_never_takes_more_than_its_capacity,
+    a_username_is_claimed_once,
+    multi_stream_appends_are_atomic_and_idempotent,
+    bad_multi_stream_appends_are_400,
     tags_read_back_everywhere,
     reads_by_tags_and_types,
     bad_tags_and_queries_are_400,
