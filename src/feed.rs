@@ -33,7 +33,8 @@ use tokio::time::MissedTickBehavior;
 
 use crate::names;
 use crate::store::{
-    Direction, Filter, GlobalQuery, RecordedEvent, Scope, SharedStore, StoreError, StreamQuery,
+    Direction, EventQuery, Filter, GlobalQuery, QueryItem, RecordedEvent, Scope, SharedStore,
+    StoreError, StreamQuery,
 };
 
 /// How often the tailer reads the store even without a wake-up.
@@ -49,6 +50,9 @@ pub enum Subject {
     Stream(String),
     /// A category or the whole log, filtered; positions are global positions.
     Global(Scope, Filter),
+    /// The events matching a query of tags and types; positions are global
+    /// positions.
+    Query(Vec<QueryItem>),
 }
 
 impl Subject {
@@ -56,7 +60,7 @@ impl Subject {
     pub fn position_of(&self, event: &RecordedEvent) -> i64 {
         match self {
             Subject::Stream(_) => event.position,
-            Subject::Global(..) => event.global_position,
+            Subject::Global(..) | Subject::Query(_) => event.global_position,
         }
     }
 
@@ -64,6 +68,12 @@ impl Subject {
     fn matches(&self, event: &RecordedEvent) -> bool {
         let (scope, filter) = match self {
             Subject::Stream(stream) => return &event.stream == stream,
+            Subject::Query(items) => {
+                return items.iter().any(|item| {
+                    (item.types.is_empty() || item.types.contains(&event.event_type))
+                        && item.tags.iter().all(|tag| event.tags.contains(tag))
+                });
+            }
             Subject::Global(scope, filter) => (scope, filter),
         };
         let in_scope = match scope {
@@ -265,7 +275,7 @@ impl Feeds {
     pub async fn end_position(&self, subject: &Subject) -> Result<i64, StoreError> {
         Ok(match subject {
             Subject::Stream(stream) => self.store.stream_version(stream).await? + 1,
-            Subject::Global(..) => self.store.head().await? + 1,
+            Subject::Global(..) | Subject::Query(_) => self.store.head().await? + 1,
         })
     }
 
@@ -403,6 +413,17 @@ impl Feed {
                     filter: filter.clone(),
                 };
                 let page = store.read_global(&query).await?;
+                (page.events, page.next_position, page.end)
+            }
+            Subject::Query(items) => {
+                let query = EventQuery {
+                    items: items.clone(),
+                    position: Some(self.next),
+                    limit: PAGE,
+                    direction: Direction::Forward,
+                    max_bytes: self.feeds.page_bytes,
+                };
+                let page = store.read_query(&query).await?;
                 (page.events, page.next_position, page.end)
             }
         };

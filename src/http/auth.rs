@@ -293,6 +293,12 @@ impl<S: Requires> Caller<S> {
         self.grant.reaches(stream)
     }
 
+    /// [`Caller::reaches`], for a feed that outlives the request.
+    pub fn reach(&self) -> impl Fn(&str) -> bool + Send + 'static {
+        let grant = self.grant.clone();
+        move |stream| grant.reaches(stream)
+    }
+
     /// Resolves once the caller's credential is no longer accepted (revoked
     /// or expired), or auth turns on for a caller admitted while it was off.
     /// A feed ends then.

@@ -122,7 +122,16 @@ pub async fn open(
         .open(subject.clone(), start)
         .map_err(|full| ApiError::TooManyFeeds(full.to_string()))?;
     let retry = stream::once(async { Ok::<_, Infallible>(Event::default().retry(RETRY)) });
-    let events = items.map(move |item| Ok(sse_event(&subject, item)));
+    // A query feed crosses streams: it shows only those in the caller's reach.
+    let reaches = caller.reach();
+    let events = items
+        .filter(move |item| {
+            std::future::ready(match item {
+                FeedItem::Event(shared) => reaches(&shared.event().stream),
+                FeedItem::CaughtUp(_) => true,
+            })
+        })
+        .map(move |item| Ok(sse_event(&subject, item)));
     let sse = Sse::new(retry.chain(events).take_until(caller.lapsed())).keep_alive(
         KeepAlive::new()
             .interval(state.limits.keep_alive)

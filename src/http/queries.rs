@@ -4,15 +4,19 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Caller, Read};
 use super::error::{ApiError, ApiResult};
-use super::extract::{AcceptsJson, JsonBody, Query};
+use super::extract::{self, JsonBody, Query, Wants};
+use super::feed::{self, Start, refuse_for_feeds};
 use super::wire::{DirectionParam, Event};
 use super::{AppState, page_limit};
+use crate::feed::Subject;
 use crate::names;
 use crate::store::{Direction, EventQuery, QueryItem};
 
@@ -42,9 +46,10 @@ struct TagParams {
     #[param(rename = "type")]
     types: Vec<String>,
     /// The first global position read (inclusive; default: the start, or
-    /// the head when reading backward).
-    #[param(minimum = 0)]
-    position: Option<i64>,
+    /// the head when reading backward). Feeds also take `end`: right after
+    /// the last event.
+    #[param(value_type = Option<String>, example = "1")]
+    position: Option<Start>,
     /// Most events returned (default 100; at most the server's
     /// `--max-page-size`, 1000 unless configured).
     #[param(minimum = 1)]
@@ -107,26 +112,32 @@ struct QueryPageBody {
     path = "/events",
     tag = "events",
     params(TagParams),
-    responses((status = 200, description = "A page of matching events", body = QueryPageBody))
+    responses((status = 200, description = "A page of matching events (JSON), or with \
+        `Accept: text/event-stream` a live feed of them: history from `position`, one \
+        `event: caught-up` message, then events as they commit; each event's `id:` is its global position",
+        content((QueryPageBody = "application/json"), (String = "text/event-stream"))))
 )]
 async fn events_by_tags(
     caller: Caller<Read>,
     State(state): State<AppState>,
-    _: AcceptsJson,
+    headers: HeaderMap,
     Query(params): Query<TagParams>,
-) -> ApiResult<Json<QueryPageBody>> {
+) -> ApiResult<Response> {
     let item = QueryItemBody {
         types: params.types,
         tags: params.tag,
     };
-    let query = event_query(
-        &state,
-        vec![item],
-        params.position,
-        params.limit,
-        params.direction,
-    )?;
-    answer(&caller, &state, query).await
+    if extract::negotiate(&headers, true)? == Wants::Feed {
+        refuse_for_feeds(&[
+            ("limit", params.limit.is_some()),
+            ("direction", params.direction.is_some()),
+        ])?;
+        let subject = Subject::Query(query_items(vec![item])?);
+        return feed::open(&caller, &state, &headers, subject, params.position, None, 1).await;
+    }
+    let position = feed::read_position(params.position, None)?;
+    let query = event_query(&state, vec![item], position, params.limit, params.direction)?;
+    Ok(answer(&caller, &state, query).await?.into_response())
 }
 
 /// Reads the events matching any item of a query.
@@ -135,14 +146,25 @@ async fn events_by_tags(
     path = "/query",
     tag = "events",
     request_body(content = QueryBody, content_type = "application/json"),
-    responses((status = 200, description = "A page of matching events", body = QueryPageBody))
+    responses((status = 200, description = "A page of matching events (JSON), or with \
+        `Accept: text/event-stream` a live feed of them, as `GET /events` gives",
+        content((QueryPageBody = "application/json"), (String = "text/event-stream"))))
 )]
 async fn query_events(
     caller: Caller<Read>,
     State(state): State<AppState>,
-    _: AcceptsJson,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<QueryBody>,
-) -> ApiResult<Json<QueryPageBody>> {
+) -> ApiResult<Response> {
+    if extract::negotiate(&headers, true)? == Wants::Feed {
+        refuse_for_feeds(&[
+            ("limit", body.limit.is_some()),
+            ("direction", body.direction.is_some()),
+        ])?;
+        let subject = Subject::Query(query_items(body.query)?);
+        let position = body.position.map(Start::At);
+        return feed::open(&caller, &state, &headers, subject, position, None, 1).await;
+    }
     let query = event_query(
         &state,
         body.query,
@@ -150,7 +172,7 @@ async fn query_events(
         body.limit,
         body.direction,
     )?;
-    answer(&caller, &state, query).await
+    Ok(answer(&caller, &state, query).await?.into_response())
 }
 
 /// A query read, checked.

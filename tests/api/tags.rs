@@ -484,7 +484,94 @@ async fn bad_multi_stream_appends_are_400(app: TestApp) {
     );
 }
 
+/// A tag feed opened in the middle of a burst of conditional appends
+/// delivers every matching event once, in global order: those before it
+/// from the store, the rest live. `POST /query` feeds alike.
+async fn tag_feeds_deliver_every_match_once_in_order(app: TestApp) {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    const WRITERS: usize = 4;
+    const EACH: usize = 40;
+    let write = |writer: usize| {
+        let app = &app;
+        async move {
+            for i in 0..EACH {
+                let tag = format!("decision:{writer}-{i}");
+                let body = json!({
+                    "events": [
+                        {"stream": format!("burst-{writer}"), "type": "Decided", "data": i,
+                         "tags": ["burst", tag]},
+                        {"stream": format!("noise-{writer}"), "type": "Decided", "data": i},
+                    ],
+                    "condition": {"fail_if_events_match": [{"tags": [tag]}]},
+                });
+                assert_eq!(
+                    post(app, "/events", body).await.status(),
+                    StatusCode::CREATED
+                );
+            }
+        }
+    };
+    let open = |request: reqwest::RequestBuilder| async move {
+        let response = request
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes_stream().eventsource()
+    };
+    let follow = async {
+        // Let the burst begin, then open both feeds mid-burst.
+        while app.get_json("/events?tag=burst&limit=1").await["events"] == json!([]) {
+            tokio::task::yield_now().await;
+        }
+        let by_tag = open(
+            app.client
+                .get(format!("{}/events?tag=burst&position=1", app.url)),
+        )
+        .await;
+        let by_query =
+            open(app.client.post(format!("{}/query", app.url)).json(
+                &json!({"query": [{"types": ["Decided"], "tags": ["burst"]}], "position": 1}),
+            ))
+            .await;
+        let mut seen = Vec::new();
+        for feed in [by_tag, by_query] {
+            let mut feed = std::pin::pin!(feed);
+            let mut positions = Vec::new();
+            while positions.len() < WRITERS * EACH {
+                let message = tokio::time::timeout(std::time::Duration::from_secs(20), feed.next())
+                    .await
+                    .expect("the feed goes on")
+                    .unwrap()
+                    .unwrap();
+                if message.event == "caught-up" {
+                    continue;
+                }
+                let event: Value = serde_json::from_str(&message.data).unwrap();
+                assert!(
+                    event["stream"].as_str().unwrap().starts_with("burst-"),
+                    "{event}"
+                );
+                positions.push(event["global_position"].as_i64().unwrap());
+            }
+            seen.push(positions);
+        }
+        seen
+    };
+    let (seen, _) = futures::join!(follow, futures::future::join_all((0..WRITERS).map(write)));
+    for positions in seen {
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "in order, once each"
+        );
+        assert_eq!(positions.len(), WRITERS * EACH);
+    }
+}
+
 backend_tests!(
+    tag_feeds_deliver_every_match_once_in_order,
     a_course_never_takes_more_than_its_capacity,
     a_username_is_claimed_once,
     multi_stream_appends_are_atomic_and_idempotent,
