@@ -50,10 +50,16 @@ cat >"$work/conditional.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Host"] = "localhost"
+-- Each thread names its decisions apart: wrk's threads share one random seed.
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("thread", threads)
+end
 local n = 0
 request = function()
   n = n + 1
-  local id = math.random(1, 2000000000) .. "-" .. n
+  local id = thread .. "-" .. n
   local body = '{"events":[{"stream":"decision-' .. id .. '","type":"Decided","data":{"amount":10},' ..
     '"tags":["decision:' .. id .. '"]}],"condition":{"fail_if_events_match":[{"tags":["decision:' .. id .. '"]}]}}'
   return wrk.format(nil, "/events", nil, body)
