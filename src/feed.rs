@@ -69,10 +69,9 @@ impl Subject {
         let (scope, filter) = match self {
             Subject::Stream(stream) => return &event.stream == stream,
             Subject::Query(items) => {
-                return items.iter().any(|item| {
-                    (item.types.is_empty() || item.types.contains(&event.event_type))
-                        && item.tags.iter().all(|tag| event.tags.contains(tag))
-                });
+                return items
+                    .iter()
+                    .any(|item| item.matches(&event.event_type, &event.tags));
             }
             Subject::Global(scope, filter) => (scope, filter),
         };

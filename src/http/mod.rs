@@ -97,7 +97,7 @@ pub struct AppState {
     tags(
         (name = "streams", description = "Append to and read one stream"),
         (name = "global", description = "Categories and the global log"),
-        (name = "events", description = "Single events"),
+        (name = "events", description = "Single events, reads by tags and types, and appends across streams on condition"),
         (name = "snapshots", description = "Snapshots of aggregates"),
         (name = "checkpoints", description = "Durable consumer positions"),
         (name = "tracing", description = "Causation and correlation"),

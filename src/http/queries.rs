@@ -127,17 +127,12 @@ async fn events_by_tags(
         types: params.types,
         tags: params.tag,
     };
-    if extract::negotiate(&headers, true)? == Wants::Feed {
-        refuse_for_feeds(&[
-            ("limit", params.limit.is_some()),
-            ("direction", params.direction.is_some()),
-        ])?;
-        let subject = Subject::Query(query_items(vec![item])?);
-        return feed::open(&caller, &state, &headers, subject, params.position, None, 1).await;
-    }
-    let position = feed::read_position(params.position, None)?;
-    let query = event_query(&state, vec![item], position, params.limit, params.direction)?;
-    Ok(answer(&caller, &state, query).await?.into_response())
+    let read = Reading {
+        position: params.position,
+        limit: params.limit,
+        direction: params.direction,
+    };
+    read_or_follow(&caller, &state, &headers, vec![item], read).await
 }
 
 /// Reads the events matching any item of a query.
@@ -156,23 +151,41 @@ async fn query_events(
     headers: HeaderMap,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> ApiResult<Response> {
-    if extract::negotiate(&headers, true)? == Wants::Feed {
+    let read = Reading {
+        position: body.position.map(Start::At),
+        limit: body.limit,
+        direction: body.direction,
+    };
+    read_or_follow(&caller, &state, &headers, body.query, read).await
+}
+
+/// Where a query read starts, how much it takes and which way it goes.
+struct Reading {
+    position: Option<Start>,
+    limit: Option<i64>,
+    direction: Option<DirectionParam>,
+}
+
+/// Answers a query with a page, or with a live feed when the client asks
+/// for one.
+async fn read_or_follow(
+    caller: &Caller<Read>,
+    state: &AppState,
+    headers: &HeaderMap,
+    items: Vec<QueryItemBody>,
+    read: Reading,
+) -> ApiResult<Response> {
+    if extract::negotiate(headers, true)? == Wants::Feed {
         refuse_for_feeds(&[
-            ("limit", body.limit.is_some()),
-            ("direction", body.direction.is_some()),
+            ("limit", read.limit.is_some()),
+            ("direction", read.direction.is_some()),
         ])?;
-        let subject = Subject::Query(query_items(body.query)?);
-        let position = body.position.map(Start::At);
-        return feed::open(&caller, &state, &headers, subject, position, None, 1).await;
+        let subject = Subject::Query(query_items(items)?);
+        return feed::open(caller, state, headers, subject, read.position, None, 1).await;
     }
-    let query = event_query(
-        &state,
-        body.query,
-        body.position,
-        body.limit,
-        body.direction,
-    )?;
-    Ok(answer(&caller, &state, query).await?.into_response())
+    let position = feed::read_position(read.position, None)?;
+    let query = event_query(state, items, position, read.limit, read.direction)?;
+    Ok(answer(caller, state, query).await?.into_response())
 }
 
 /// A query read, checked.

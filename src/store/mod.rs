@@ -27,7 +27,7 @@
 //! SQL both databases speak, beside it. Only the write path differs per
 //! database (how each serialises writers), so each backend implements
 //! [`writer::WriteStatements`] and nothing else of the concerns. A new
-//! concern (tags, subscriptions, retention) is a new file of the same
+//! concern (subscriptions, retention) is a new file of the same
 //! shape, and a new supertrait of [`Store`].
 
 mod appends;

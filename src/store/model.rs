@@ -323,6 +323,14 @@ pub struct QueryItem {
     pub tags: Vec<String>,
 }
 
+impl QueryItem {
+    /// Whether an event of this type with these tags matches the item.
+    pub fn matches(&self, event_type: &str, tags: &[String]) -> bool {
+        (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
+            && self.tags.iter().all(|tag| tags.contains(tag))
+    }
+}
+
 /// A read of the events matching any item of a query.
 #[derive(Debug, Clone)]
 pub struct EventQuery {

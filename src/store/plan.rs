@@ -197,10 +197,9 @@ pub fn plan(batch: &[AppendRequest], mut state: BatchState) -> Plan<'_> {
 
 /// Whether an event matches a query: it matches one of its items.
 fn matches(query: &[QueryItem], event: &NewEvent) -> bool {
-    query.iter().any(|item| {
-        (item.types.is_empty() || item.types.contains(&event.event_type))
-            && item.tags.iter().all(|tag| event.tags.contains(tag))
-    })
+    query
+        .iter()
+        .any(|item| item.matches(&event.event_type, &event.tags))
 }
 
 /// The answer to request `index`, given the state before it and the rows

@@ -704,7 +704,89 @@ async fn feeds_end_when_their_credential_lapses(app: TestApp) {
     assert!(ended.await.is_ok(), "the expired key's feed stayed open");
 }
 
+/// Tag and query reads list only the events of streams in reach; a
+/// multi-stream append needs every one of its streams in reach, while its
+/// condition is judged over the whole store.
+async fn tag_reads_and_multi_stream_appends_follow_prefixes(app: TestApp) {
+    let app = secured(&app).await;
+    for stream in ["course-c1", "student-s1"] {
+        let body = json!({"type": "Tagged", "data": {}, "tags": ["term:t1"]});
+        let response = call(
+            &app,
+            Method::POST,
+            &format!("/streams/{stream}"),
+            Some(ADMIN_KEY),
+            Some(body),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let (key, _) = create_key(
+        &app,
+        json!({"name": "c", "scopes": ["read", "write"], "streams": ["course-"]}),
+    )
+    .await;
+    let read = call(&app, Method::GET, "/events?tag=term:t1", Some(&key), None).await;
+    let page: Value = read.json().await.unwrap();
+    let streams: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["course-c1"]);
+    let query = json!({"query": [{"tags": ["term:t1"]}]});
+    let page: Value = call(&app, Method::POST, "/query", Some(&key), Some(query))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+
+    let append = |streams: &[&str]| {
+        let events: Vec<Value> = streams
+            .iter()
+            .map(|s| json!({"stream": s, "type": "A", "data": {}, "tags": ["term:t1"]}))
+            .collect();
+        json!({"events": events, "condition": {"fail_if_events_match": [{"tags": ["term:t1"]}], "after": 2}})
+    };
+    let out_of_reach = call(
+        &app,
+        Method::POST,
+        "/events",
+        Some(&key),
+        Some(append(&["course-c2", "student-s2"])),
+    )
+    .await;
+    assert_problem(out_of_reach, StatusCode::FORBIDDEN).await;
+    let within = call(
+        &app,
+        Method::POST,
+        "/events",
+        Some(&key),
+        Some(append(&["course-c2"])),
+    )
+    .await;
+    assert_eq!(within.status(), StatusCode::CREATED);
+    // The condition sees events out of the key's reach too.
+    let late = call(
+        &app,
+        Method::POST,
+        "/streams/student-s3",
+        Some(ADMIN_KEY),
+        Some(json!({"type": "A", "data": {}, "tags": ["term:t1"]})),
+    )
+    .await;
+    assert_eq!(late.status(), StatusCode::CREATED);
+    let mut body = append(&["course-c3"]);
+    body["condition"]["after"] = json!(3);
+    let refused = call(&app, Method::POST, "/events", Some(&key), Some(body)).await;
+    let problem = assert_problem(refused, StatusCode::PRECONDITION_FAILED).await;
+    assert_eq!(problem["first_match"], 4);
+}
+
 backend_tests!(
+    tag_reads_and_multi_stream_appends_follow_prefixes,
     feeds_end_when_their_credential_lapses,
     the_first_stored_key_turns_auth_on,
     only_public_routes_answer_without_a_credential,
