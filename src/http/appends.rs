@@ -124,6 +124,12 @@ async fn append_events(
         caller.stream(&stream)?;
         events.push(StreamEvent { stream, event });
     }
+    if body.expected_versions.len() > state.limits.max_batch_events {
+        return Err(ApiError::TooLarge(format!(
+            "expected_versions names at most {} streams",
+            state.limits.max_batch_events
+        )));
+    }
     let mut expected = Vec::with_capacity(body.expected_versions.len());
     for (stream, version) in body.expected_versions {
         names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;

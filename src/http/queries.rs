@@ -26,6 +26,10 @@ const MAX_ITEMS: usize = 32;
 /// Most types, or tags, in one item.
 const MAX_PER_ITEM: usize = 32;
 
+/// Most index lookups one query makes: one per item with tags, one per type
+/// of an item without (SQLite joins at most 500 in one statement).
+const MAX_LOOKUPS: usize = 64;
+
 /// The query routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,6 +54,8 @@ struct TagParams {
     /// the last event.
     #[param(value_type = Option<String>, example = "1")]
     position: Option<Start>,
+    /// Feeds only: start right after this consumer's checkpoint, if it has one.
+    checkpoint: Option<String>,
     /// Most events returned (default 100; at most the server's
     /// `--max-page-size`, 1000 unless configured).
     #[param(minimum = 1)]
@@ -84,6 +90,8 @@ struct QueryBody {
     /// the head when reading backward).
     #[schema(minimum = 0)]
     position: Option<i64>,
+    /// Feeds only: start right after this consumer's checkpoint, if it has one.
+    checkpoint: Option<String>,
     /// Most events returned (default 100).
     #[schema(minimum = 1)]
     limit: Option<i64>,
@@ -129,6 +137,7 @@ async fn events_by_tags(
     };
     let read = Reading {
         position: params.position,
+        checkpoint: params.checkpoint,
         limit: params.limit,
         direction: params.direction,
     };
@@ -151,8 +160,12 @@ async fn query_events(
     headers: HeaderMap,
     JsonBody(body): JsonBody<QueryBody>,
 ) -> ApiResult<Response> {
+    if body.position.is_some_and(|p| p < 0) {
+        return Err(ApiError::BadRequest("position must be ≥ 0".into()));
+    }
     let read = Reading {
         position: body.position.map(Start::At),
+        checkpoint: body.checkpoint,
         limit: body.limit,
         direction: body.direction,
     };
@@ -162,6 +175,7 @@ async fn query_events(
 /// Where a query read starts, how much it takes and which way it goes.
 struct Reading {
     position: Option<Start>,
+    checkpoint: Option<String>,
     limit: Option<i64>,
     direction: Option<DirectionParam>,
 }
@@ -181,9 +195,10 @@ async fn read_or_follow(
             ("direction", read.direction.is_some()),
         ])?;
         let subject = Subject::Query(query_items(items)?);
-        return feed::open(caller, state, headers, subject, read.position, None, 1).await;
+        let (position, checkpoint) = (read.position, read.checkpoint);
+        return feed::open(caller, state, headers, subject, position, checkpoint, 1).await;
     }
-    let position = feed::read_position(read.position, None)?;
+    let position = feed::read_position(read.position, read.checkpoint.as_deref())?;
     let query = event_query(state, items, position, read.limit, read.direction)?;
     Ok(answer(caller, state, query).await?.into_response())
 }
@@ -217,6 +232,22 @@ pub(super) fn query_items(items: Vec<QueryItemBody>) -> ApiResult<Vec<QueryItem>
         return Err(ApiError::BadRequest(format!(
             "a query holds 1 to {MAX_ITEMS} items, not {}",
             items.len()
+        )));
+    }
+    let lookups: usize = items
+        .iter()
+        .map(|item| {
+            if item.tags.is_empty() {
+                item.types.len()
+            } else {
+                1
+            }
+        })
+        .sum();
+    if lookups > MAX_LOOKUPS {
+        return Err(ApiError::BadRequest(format!(
+            "a query makes at most {MAX_LOOKUPS} index lookups (one per item with tags, one per \
+             type of an item without), not {lookups}"
         )));
     }
     items

@@ -165,12 +165,12 @@ pub fn plan(batch: &[AppendRequest], mut state: BatchState) -> Plan<'_> {
                 state.existing.insert(at.id, stored);
             }
             state.last_global_position += events.len() as i64;
+            let streams = request.streams();
             for (stream, version) in versions {
-                let stream = request
-                    .streams()
-                    .into_iter()
-                    .find(|s| s == stream)
-                    .unwrap_or("");
+                let Ok(at) = streams.binary_search(&stream.as_str()) else {
+                    continue;
+                };
+                let stream = streams[at];
                 let new = !state.versions.contains_key(stream);
                 written
                     .entry(stream)
@@ -213,6 +213,14 @@ fn judge(index: usize, request: &AppendRequest, state: &BatchState, rows: &[Row<
     if stored.iter().any(Option::is_some) {
         return retried(request, &stored);
     }
+    if let Some(after) = request.condition.as_ref().and_then(|c| c.after)
+        && after > state.last_global_position
+    {
+        return Err(AppendError::AfterBeyondHead {
+            after,
+            head: state.last_global_position,
+        });
+    }
     let version = |stream: &str| state.versions.get(stream).copied().unwrap_or(-1);
     for stream in request.streams() {
         let expected = request.expected_of(stream);
@@ -226,12 +234,6 @@ fn judge(index: usize, request: &AppendRequest, state: &BatchState, rows: &[Row<
     }
     if let Some(condition) = &request.condition {
         let after = condition.after.unwrap_or(0);
-        if after > state.last_global_position {
-            return Err(AppendError::AfterBeyondHead {
-                after,
-                head: state.last_global_position,
-            });
-        }
         let in_batch = rows
             .iter()
             .filter(|row| row.global_position > after && matches(&condition.query, row.event))

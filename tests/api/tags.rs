@@ -156,6 +156,47 @@ async fn reads_by_tags_and_types(app: TestApp) {
         }
     }
     assert_eq!(seen, types);
+    // A tag read with `checkpoint` is a feed's only; a feed starts right
+    // after the consumer's checkpoint.
+    assert_problem(
+        app.get("/events?tag=course:c1&checkpoint=p").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let stored = app
+        .client
+        .put(format!("{}/checkpoints/p", app.url))
+        .json(&json!({"position": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
+    let feed = app
+        .client
+        .get(format!("{}/events?tag=course:c1&checkpoint=p", app.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut body = feed.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("caught-up") {
+        use futures::StreamExt;
+        text.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    assert!(
+        text.contains("\nid: 2\n") && !text.contains("\nid: 1\n"),
+        "{text}"
+    );
+    let negative = post(
+        &app,
+        "/query",
+        json!({"query": [{"tags": ["a"]}], "position": -1}),
+    )
+    .await;
+    assert_problem(negative, StatusCode::BAD_REQUEST).await;
     let none = app.get_json("/events?tag=course:c9").await;
     assert_eq!(
         (none["events"].clone(), none["end"].clone()),
@@ -216,6 +257,10 @@ async fn bad_tags_and_queries_are_400(app: TestApp) {
         json!({"query": [{"tags": ["a\u{202e}"]}]}),
         json!({"query": [{"types": ["A"]}], "position": -1}),
         json!({"query": "a"}),
+        // 65 index lookups: past the cap of 64.
+        json!({"query": [{"types": (0..32).map(|i| format!("A{i}")).collect::<Vec<_>>()},
+                         {"types": (0..32).map(|i| format!("B{i}")).collect::<Vec<_>>()},
+                         {"types": ["C"]}]}),
     ];
     for body in bad_queries {
         assert_problem(post(&app, "/query", body).await, StatusCode::BAD_REQUEST).await;
@@ -456,6 +501,11 @@ async fn bad_multi_stream_appends_are_400(app: TestApp) {
             "expected_versions",
         ),
         (json!([event(json!({}))]), "object"),
+        (
+            json!({"events": [event(json!({}))], "expected_versions": {"m-1": 3},
+                   "condition": {"fail_if_events_match": [{"tags": ["a"]}], "after": 99}}),
+            "beyond the head",
+        ),
     ];
     for (body, says) in bad {
         let problem = assert_problem(
@@ -468,6 +518,15 @@ async fn bad_multi_stream_appends_are_400(app: TestApp) {
             "{body}: {problem}"
         );
     }
+    // Past the batch limit of streams, 413.
+    let streams: serde_json::Map<String, Value> =
+        (0..1001).map(|i| (format!("s-{i}"), json!(-1))).collect();
+    let body = json!({"events": [event(json!({}))], "expected_versions": streams});
+    assert_problem(
+        post(&app, "/events", body).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
     // A stream append names its stream in the path only.
     let named = json!({"stream": "m-1", "type": "A", "data": {}});
     assert_problem(
