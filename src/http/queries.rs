@@ -26,8 +26,8 @@ const MAX_ITEMS: usize = 32;
 /// Most types, or tags, in one item.
 const MAX_PER_ITEM: usize = 32;
 
-/// Most index lookups one query makes: one per item with tags, one per type
-/// of an item without (SQLite joins at most 500 in one statement).
+/// Most index lookups one query makes: one per type of an item (one for an
+/// item of tags only); SQLite joins at most 500 in one statement.
 const MAX_LOOKUPS: usize = 64;
 
 /// The query routes.
@@ -236,18 +236,12 @@ pub(super) fn query_items(items: Vec<QueryItemBody>) -> ApiResult<Vec<QueryItem>
     }
     let lookups: usize = items
         .iter()
-        .map(|item| {
-            if item.tags.is_empty() {
-                item.types.len()
-            } else {
-                1
-            }
-        })
+        .map(|item| item.types.len().max(usize::from(!item.tags.is_empty())))
         .sum();
     if lookups > MAX_LOOKUPS {
         return Err(ApiError::BadRequest(format!(
-            "a query makes at most {MAX_LOOKUPS} index lookups (one per item with tags, one per \
-             type of an item without), not {lookups}"
+            "a query makes at most {MAX_LOOKUPS} index lookups (one per type of an item, one \
+             for an item of tags only), not {lookups}"
         )));
     }
     items

@@ -269,8 +269,8 @@ impl WriteStatements for PgWrites {
              $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
              $9::text[], $10::uuid[], $11::text[], $19::text[]) \
              AS u(g, i, s, p, c, h, t, d, m, ca, co, tg)), \
-             tagged AS (INSERT INTO event_tags (tag, global_position) \
-             SELECT t, g FROM UNNEST($20::text[], $21::bigint[]) AS u(t, g)), \
+             tagged AS (INSERT INTO event_tags (tag, type, global_position) \
+             SELECT t, ty, g FROM UNNEST($20::text[], $22::text[], $21::bigint[]) AS u(t, ty, g)), \
              created AS (INSERT INTO streams (stream, version, last_time) \
              SELECT s, v, $12 FROM UNNEST($13::text[], $14::bigint[]) AS u(s, v)), \
              advanced AS (UPDATE streams SET version = u.v, last_time = $12 \
@@ -324,6 +324,11 @@ impl WriteStatements for PgWrites {
         .bind(
             rows.iter()
                 .flat_map(|r| r.event.tags.iter().map(|_| r.global_position))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .flat_map(|r| r.event.tags.iter().map(|_| r.event.event_type.as_str()))
                 .collect::<Vec<_>>(),
         )
         .execute(&mut *tx)

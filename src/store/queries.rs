@@ -66,8 +66,9 @@ pub(super) fn first_match(query: &[QueryItem], after: i64) -> Sql {
 
 /// Appends a query of the global positions matching `items` from
 /// `position` on in `direction`, at most `limit`: the union of one
-/// index-ordered, limited branch per item (per type, for an item of types
-/// only), whose first `limit` positions are the answer's.
+/// index-ordered, limited branch per item and type (`event_tags` by tag and
+/// type, or `events_type` for an item of types only), whose first `limit`
+/// positions are the answer's.
 pub(super) fn matching_positions(
     sql: &mut Sql,
     items: &[QueryItem],
@@ -83,31 +84,32 @@ pub(super) fn matching_positions(
     for item in items {
         match item.tags.split_first() {
             Some((first, rest)) => {
-                open_branch(sql, &mut branches);
-                sql.push("SELECT t0.global_position FROM event_tags t0");
-                for (i, tag) in rest.iter().enumerate() {
-                    let t = i + 1;
-                    sql.push(&format!(
-                        " JOIN event_tags t{t} ON t{t}.global_position = t0.global_position AND t{t}.tag = "
-                    ))
-                    .bind(tag.as_str());
+                // One branch per type (or one for any type), each driven by
+                // the index on (tag, type, global_position) of the first tag.
+                let types: Vec<Option<&str>> = match item.types.is_empty() {
+                    true => vec![None],
+                    false => item.types.iter().map(|t| Some(t.as_str())).collect(),
+                };
+                for event_type in types {
+                    open_branch(sql, &mut branches);
+                    sql.push("SELECT t0.global_position FROM event_tags t0");
+                    for (i, tag) in rest.iter().enumerate() {
+                        let t = i + 1;
+                        sql.push(&format!(
+                            " JOIN event_tags t{t} ON t{t}.global_position = t0.global_position AND t{t}.tag = "
+                        ))
+                        .bind(tag.as_str());
+                    }
+                    sql.push(" WHERE t0.tag = ").bind(first.as_str());
+                    if let Some(event_type) = event_type {
+                        sql.push(" AND t0.type = ").bind(event_type);
+                    }
+                    sql.push(&format!(" AND t0.global_position {compare} "))
+                        .bind(position);
+                    sql.push(&format!(" ORDER BY t0.global_position {order} LIMIT "))
+                        .bind(limit);
+                    sql.push(&format!(") AS b{branches}"));
                 }
-                sql.push(" WHERE t0.tag = ").bind(first.as_str());
-                if !item.types.is_empty() {
-                    // Looked up by primary key for each tagged event, so the
-                    // tag's index drives the read whatever the planner
-                    // thinks of the types.
-                    sql.push(
-                        " AND (SELECT e.type FROM events e \
-                         WHERE e.global_position = t0.global_position) IN ",
-                    )
-                    .bind_list(&item.types.iter().map(String::as_str).collect::<Vec<_>>());
-                }
-                sql.push(&format!(" AND t0.global_position {compare} "))
-                    .bind(position);
-                sql.push(&format!(" ORDER BY t0.global_position {order} LIMIT "))
-                    .bind(limit);
-                sql.push(&format!(") AS b{branches}"));
             }
             None => {
                 for event_type in &item.types {

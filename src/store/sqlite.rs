@@ -166,8 +166,9 @@ impl WriteStatements for SqliteWrites {
             .execute(&mut **tx)
             .await?;
             for tag in &row.event.tags {
-                sqlx::query("INSERT INTO event_tags (tag, global_position) VALUES (?, ?)")
+                sqlx::query("INSERT INTO event_tags (tag, type, global_position) VALUES (?, ?, ?)")
                     .bind(tag)
+                    .bind(&row.event.event_type)
                     .bind(row.global_position)
                     .execute(&mut **tx)
                     .await?;

@@ -108,7 +108,7 @@ async fn grow(conn: &mut PgConnection) {
         "INSERT INTO events SELECT g, gen_random_uuid(), 's-' || g, 0, 'c', g, 'A', '{{}}', \
          NULL, gen_random_uuid(), 'c' || g, now() FROM generate_series(1, {GROWN}) AS g; \
          INSERT INTO streams SELECT 's-' || g, 0, now() FROM generate_series(1, {GROWN}) AS g; \
-         INSERT INTO event_tags SELECT 'course:c' || (g % 100), g FROM generate_series(1, {GROWN}) AS g; \
+         INSERT INTO event_tags SELECT 'course:c' || (g % 100), 'A', g FROM generate_series(1, {GROWN}) AS g; \
          INSERT INTO snapshots (stream, version, state, time) \
          SELECT 's-' || g, 0, '{{}}', 0 FROM generate_series(1, {GROWN}) AS g; \
          INSERT INTO checkpoints SELECT 'w-' || g, g, 0 FROM generate_series(1, {GROWN}) AS g"
