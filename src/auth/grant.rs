@@ -110,6 +110,11 @@ impl Grant {
         self.expires
     }
 
+    /// Whether the grant still holds at `now`.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires.is_none_or(|at| now < at)
+    }
+
     /// Checks that the grant holds `scope` (`admin` holds them all).
     pub fn require(&self, scope: Scope) -> Result<(), Denied> {
         let held = self

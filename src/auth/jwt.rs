@@ -83,19 +83,12 @@ pub struct JwtVerifier {
     keys: RwLock<Arc<Vec<VerificationKey>>>,
     issuer: Option<String>,
     audience: Option<String>,
-    /// Tokens already verified, with their grant, until they expire. A
-    /// client sends the same token for its whole life, and checking an
-    /// ES256 or RSA signature on every request would cost more than the
-    /// request itself. Only tokens that passed every check get here; the
-    /// memory is forgotten when the keys change.
-    verified: Mutex<HashMap<String, Verified>>,
-}
-
-/// A token that passed every check.
-struct Verified {
-    grant: Grant,
-    /// Its `exp`, in seconds since the epoch.
-    expires: f64,
+    /// Tokens already verified, with their grant (which ends at the
+    /// token's `exp`). A client sends the same token for its whole life,
+    /// and checking an ES256 or RSA signature on every request would cost
+    /// more than the request itself. Only tokens that passed every check get
+    /// here; the memory is forgotten when the keys change.
+    verified: Mutex<HashMap<String, Grant>>,
 }
 
 /// The claims Cairn reads; `exp`, `iss` and `aud` are checked by jsonwebtoken.
@@ -160,27 +153,23 @@ impl JwtVerifier {
 
     /// The grant of a token, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<Grant, JwtRefusal> {
-        let now = chrono::Utc::now().timestamp() as f64;
         if let Some(known) = self.verified.lock().expect("never poisoned").get(token)
-            && now < known.expires + LEEWAY_SECONDS as f64
+            && known.holds_at(chrono::Utc::now())
         {
-            return Ok(known.grant.clone());
+            return Ok(known.clone());
         }
-        let (grant, expires) = self.check(token)?;
+        let grant = self.check(token)?;
         let mut verified = self.verified.lock().expect("never poisoned");
         if verified.len() >= MAX_VERIFIED {
             verified.clear();
         }
-        let remembered = Verified {
-            grant: grant.clone(),
-            expires,
-        };
-        verified.insert(token.to_owned(), remembered);
+        verified.insert(token.to_owned(), grant.clone());
         Ok(grant)
     }
 
-    /// Checks a token's signature and claims; its grant and `exp`.
-    fn check(&self, token: &str) -> Result<(Grant, f64), JwtRefusal> {
+    /// Checks a token's signature and claims; its grant, ending at its `exp`
+    /// (give or take the leeway).
+    fn check(&self, token: &str) -> Result<Grant, JwtRefusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| format!("the token is not a JWT this server accepts ({e})"))?;
         let keys = self.keys.read().expect("never poisoned").clone();
@@ -230,12 +219,11 @@ impl JwtVerifier {
             }
         }
         let claims = outcome?.claims;
-        let expires = claims.exp;
         let until = chrono::DateTime::from_timestamp(
-            (expires as i64).saturating_add(LEEWAY_SECONDS as i64),
+            (claims.exp as i64).saturating_add(LEEWAY_SECONDS as i64),
             0,
         );
-        Ok((grant_of(claims)?.until(until), expires))
+        Ok(grant_of(claims)?.until(until))
     }
 }
 

@@ -165,17 +165,11 @@ pub async fn issue(
 /// The keys an instance accepts, by digest, as last read from the store.
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    active: HashMap<KeyDigest, ActiveKey>,
+    /// The grant of each key not revoked (it ends when the key expires).
+    active: HashMap<KeyDigest, Grant>,
     /// Whether the store holds any key, revoked ones included: once it has,
     /// authentication stays on.
     any_stored: bool,
-}
-
-/// A key that is not revoked.
-#[derive(Debug)]
-struct ActiveKey {
-    grant: Grant,
-    expires_at: Option<DateTime<Utc>>,
 }
 
 impl KeyRing {
@@ -187,11 +181,8 @@ impl KeyRing {
             .filter(|k| k.revoked.is_none())
             .map(|k| {
                 let key = k.key;
-                let active = ActiveKey {
-                    grant: Grant::new(key.scopes, key.streams).until(key.expires_at),
-                    expires_at: key.expires_at,
-                };
-                (KeyDigest(key.digest), active)
+                let grant = Grant::new(key.scopes, key.streams).until(key.expires_at);
+                (KeyDigest(key.digest), grant)
             })
             .collect();
         KeyRing { active, any_stored }
@@ -216,10 +207,7 @@ impl KeyRing {
     /// depends on the digest only, which a caller cannot steer towards a
     /// stored one, so it reveals nothing about any secret.
     pub fn grant(&self, digest: &KeyDigest, now: DateTime<Utc>) -> Option<&Grant> {
-        self.active
-            .get(digest)
-            .filter(|key| key.expires_at.is_none_or(|at| now < at))
-            .map(|key| &key.grant)
+        self.active.get(digest).filter(|grant| grant.holds_at(now))
     }
 }
 

@@ -122,23 +122,21 @@ impl Authenticator {
         Ok(())
     }
 
-    /// A watch on the accepted credentials, taken when a request is
-    /// authenticated: [`Authenticator::lapsed`] then misses no change made
-    /// after that moment.
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.credential_changes.subscribe()
-    }
-
     /// Resolves once a request authenticated with `credential` (`None`: auth
     /// was off) would no longer be: the key revoked, its JWT's signing key
     /// gone, the grant expired (`expires`), or auth turned on. A feed ends
     /// then, so that it does not outlive its right to exist.
-    pub async fn lapsed(
-        &self,
-        credential: Option<&str>,
-        expires: Option<chrono::DateTime<Utc>>,
-        mut changes: watch::Receiver<u64>,
-    ) {
+    pub async fn lapsed(&self, credential: Option<&str>, expires: Option<chrono::DateTime<Utc>>) {
+        let still = || match credential {
+            Some(credential) => self.authenticate(credential).is_ok(),
+            None => !self.is_on(),
+        };
+        // Watched from now on, and checked once more: a change between the
+        // request's authentication and this moment is not missed.
+        let mut changes = self.credential_changes.subscribe();
+        if !still() {
+            return;
+        }
         let expiry = async {
             match expires {
                 Some(at) => {
@@ -152,11 +150,7 @@ impl Authenticator {
             tokio::select! {
                 () = &mut expiry => return,
                 changed = changes.changed() => {
-                    let still = match credential {
-                        Some(credential) => self.authenticate(credential).is_ok(),
-                        None => !self.is_on(),
-                    };
-                    if changed.is_err() || !still {
+                    if changed.is_err() || !still() {
                         return;
                     }
                 }

@@ -12,7 +12,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::watch;
 
 use super::error::ApiError;
 use crate::auth::{Authenticator, Grant, Scope, Unauthenticated};
@@ -58,7 +57,6 @@ pub async fn authenticate(
         }
         request.extensions_mut().insert(Grant::everything());
         request.extensions_mut().insert(Presented {
-            changes: state.authenticator.watch(),
             authenticator: state.authenticator.clone(),
             credential: None,
         });
@@ -67,9 +65,6 @@ pub async fn authenticate(
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    // Watched from before the credential is checked: no revocation after
-    // the check can be missed by a feed.
-    let changes = state.authenticator.watch();
     let credential = match bearer(request.headers()) {
         Ok(Some(credential)) => credential.to_owned(),
         Ok(None) => match from_query {
@@ -105,7 +100,6 @@ pub async fn authenticate(
         Ok(grant) => {
             request.extensions_mut().insert(grant);
             request.extensions_mut().insert(Presented {
-                changes,
                 authenticator: state.authenticator.clone(),
                 credential: Some(credential.into()),
             });
@@ -125,8 +119,6 @@ pub async fn authenticate(
 struct Presented {
     authenticator: Arc<Authenticator>,
     credential: Option<Arc<str>>,
-    /// The credentials' changes, watched since the request was authenticated.
-    changes: watch::Receiver<u64>,
 }
 
 /// The credential of an `Authorization: Bearer …` header, if there is one.
@@ -162,16 +154,16 @@ fn take_access_token(request: &mut Request) -> Option<String> {
         return None;
     }
     let query = request.uri().query()?;
-    let mut token = None;
+    let pairs = || form_urlencoded::parse(query.as_bytes());
+    // Most reads carry no token: their query is left as it is, unparsed
+    // beyond this look.
+    let token = pairs()
+        .find(|(name, _)| name == ACCESS_TOKEN)
+        .map(|(_, value)| value.into_owned())?;
     let mut kept = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if name == ACCESS_TOKEN {
-            token.get_or_insert_with(|| value.into_owned());
-        } else {
-            kept.append_pair(&name, &value);
-        }
+    for (name, value) in pairs().filter(|(name, _)| name != ACCESS_TOKEN) {
+        kept.append_pair(&name, &value);
     }
-    token.as_ref()?;
     let kept = kept.finish();
     let path = request.uri().path();
     let path_and_query = if kept.is_empty() {
@@ -184,7 +176,7 @@ fn take_access_token(request: &mut Request) -> Option<String> {
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;
     }
-    token
+    Some(token)
 }
 
 /// Refuses a request whose `Host` is not `localhost`, `127.0.0.1` or
@@ -309,7 +301,7 @@ impl<S: Requires> Caller<S> {
             match presented {
                 Some(p) => {
                     let credential = p.credential.as_deref();
-                    p.authenticator.lapsed(credential, expires, p.changes).await;
+                    p.authenticator.lapsed(credential, expires).await;
                 }
                 None => std::future::pending().await,
             }
