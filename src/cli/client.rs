@@ -79,13 +79,20 @@ impl Client {
     }
 }
 
-/// Parses the server's JSON, however deeply it nests (a trace follows up to
-/// 1000 levels of effects, and event data nests up to 128 levels: past
-/// serde_json's default limit of 128).
-pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CliError> {
+/// Parses JSON however deeply it nests (a trace follows up to 1000 levels
+/// of effects, and event data nests up to 128 levels: past serde_json's
+/// default limit of 128), to its end.
+pub fn deep_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     deserializer.disable_recursion_limit();
-    T::deserialize(&mut deserializer)
+    let value = T::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// Parses the server's JSON (see [`deep_json`]).
+pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, CliError> {
+    deep_json(text)
         .map_err(|error| CliError::Failed(format!("the server's answer is not JSON: {error}")))
 }
 

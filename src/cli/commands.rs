@@ -7,13 +7,12 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::Method;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::CliError;
 use super::args::{CheckpointCommand, ClientCommand, SnapshotCommand, Source};
-use super::client::{Client, parse_json, segment};
+use super::client::{Client, deep_json, parse_json, segment};
 use super::output::{Output, clipped, progress};
 
 /// How long a dropped feed waits before it resumes.
@@ -186,20 +185,11 @@ struct SnapshotBody<'a> {
     snapshot_type: Option<&'a str>,
 }
 
-/// JSON text, checked and kept exactly as written (key order, numbers of
-/// any size), however deeply it nests.
-fn raw_json(text: &str) -> Result<Box<RawValue>, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    deserializer.disable_recursion_limit();
-    let raw = Box::<RawValue>::deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(raw)
-}
-
 /// A JSON option, kept as given.
 fn parse_option(option: &str, text: Option<&str>) -> Result<Box<RawValue>, CliError> {
     let text = text.ok_or_else(|| CliError::Usage(format!("{option} is required")))?;
-    raw_json(text).map_err(|e| CliError::Usage(format!("{option} is not JSON: {e}")))
+    deep_json::<Box<RawValue>>(text)
+        .map_err(|e| CliError::Usage(format!("{option} is not JSON: {e}")))
 }
 
 /// The events on standard input, one JSON object a line (blank lines
@@ -211,7 +201,7 @@ fn events_from_stdin() -> Result<String, CliError> {
         if line.trim().is_empty() {
             continue;
         }
-        let event = raw_json(&line).map_err(|e| {
+        let event = deep_json::<Box<RawValue>>(&line).map_err(|e| {
             CliError::Usage(format!(
                 "line {} of standard input is not JSON: {e}",
                 number + 1
