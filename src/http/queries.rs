@@ -213,12 +213,8 @@ fn event_query(
 ) -> ApiResult<EventQuery> {
     Ok(EventQuery {
         items: query_items(items)?,
-        position: match position {
-            Some(position) if position < 0 => {
-                return Err(ApiError::BadRequest("position must be ≥ 0".into()));
-            }
-            position => position,
-        },
+        // Never negative: `Start` parses none, and `POST /query` refuses them.
+        position,
         limit: page_limit(limit, &state.limits)?,
         direction: direction.map_or(Direction::Forward, Into::into),
         max_bytes: state.limits.max_page_bytes,
