@@ -146,6 +146,9 @@ pub struct Config {
     /// Most live feeds open at once (`503` past it).
     #[arg(long, env = "CAIRN_MAX_FEEDS", default_value_t = 10_000)]
     pub max_feeds: usize,
+    /// Most subscription delivery feeds open at once (`503` past it).
+    #[arg(long, env = "CAIRN_MAX_DELIVERY_FEEDS", default_value_t = 1000)]
+    pub max_delivery_feeds: usize,
     /// Batches of live events kept for feeds; a feed further behind reads the store.
     #[arg(long, env = "CAIRN_LIVE_BUFFER", default_value_t = 1024)]
     pub live_buffer: usize,

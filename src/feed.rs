@@ -447,7 +447,7 @@ impl Tailer {
     /// Follows the global log from `position` and publishes it, page by page, to
     /// every feed.
     async fn run(mut self, shutdown: watch::Receiver<bool>, mut position: i64) {
-        let changes = self.store.changes();
+        let mut changes = self.store.changes();
         // An interval, not a sleep made anew each time round: under a steady
         // stream of commits a fresh sleep would never run out, and the poll is
         // what moves an idle tailer on (see `advance`).
@@ -460,7 +460,7 @@ impl Tailer {
                 Err(error) => tracing::warn!(%error, "the feed tailer cannot read the store"),
             }
             polled = tokio::select! {
-                () = changes.notified() => false,
+                _ = changes.changed() => false,
                 _ = poll.tick() => true,
                 () = closing(shutdown.clone()) => return,
             };

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod feed;
 pub mod http;
 pub mod metrics;
@@ -31,12 +32,14 @@ use axum::http::HeaderValue;
 
 use auth::{AuthConfig, Authenticator, KeySecret};
 use config::{Config, StoreArgs};
+use dispatch::Dispatcher;
 use feed::{FeedLimits, FeedShutdown, Feeds};
 use http::server::ServerLimits;
 use http::{AppState, Limits};
 use metrics::Metrics;
 use store::SharedStore;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Opens the store the configuration names: Postgres for a `postgres://` URL,
 /// SQLite for a `sqlite:` URL, and with no URL the embedded SQLite store in
@@ -89,6 +92,10 @@ pub struct App {
     pub router: Router,
     /// Ends the live feeds at shutdown.
     pub feeds: FeedShutdown,
+    /// Ends delivery feeds and push delivery at shutdown.
+    pub dispatch: watch::Sender<bool>,
+    /// Push delivery, which gives up its terms when it ends.
+    pub push: tokio::task::JoinHandle<()>,
     /// How the server treats connections.
     pub limits: ServerLimits,
     /// The metrics, for the count of open connections.
@@ -99,14 +106,18 @@ impl App {
     /// Serves on `listener` until `shutdown` resolves; then ends the feeds
     /// and lets requests under way finish within the grace period.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let feeds = self.feeds;
+        let (feeds, dispatch) = (self.feeds, self.dispatch);
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: ending feeds, finishing requests");
             feeds.close();
+            dispatch.send_replace(true);
         };
         let open = self.metrics.connections_open.clone();
         http::server::serve(listener, self.router, &self.limits, open, shutdown).await;
+        if let Err(error) = self.push.await {
+            tracing::warn!(%error, "push delivery ended abnormally");
+        }
     }
 }
 
@@ -131,7 +142,16 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         );
     }
     let (feeds, shutdown) = Feeds::start(store.clone(), feed_limits, fallbacks).await?;
+    let (dispatch, closing) = watch::channel(false);
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        metrics.clone(),
+        config.max_delivery_feeds,
+        closing.clone(),
+    );
+    let push = tokio::spawn(dispatch::push::run(dispatcher.clone(), closing));
     let state = AppState {
+        dispatcher,
         store,
         feeds,
         authenticator,
@@ -159,6 +179,8 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
     Ok(App {
         router: http::app(state, cors_origins(&config.cors_origins)?, loopback),
         feeds: shutdown,
+        dispatch,
+        push,
         limits: ServerLimits {
             header_timeout: Duration::from_secs(config.header_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),

@@ -37,8 +37,9 @@ mod queries;
 pub mod server;
 mod snapshots;
 mod streams;
+mod subscriptions;
 mod trace;
-mod wire;
+pub mod wire;
 
 use error::{ApiError, ApiResult, StoreFailure};
 
@@ -76,6 +77,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live feeds.
     pub feeds: Arc<Feeds>,
+    /// Managed subscriptions' waiting claims, delivery feeds and settlements.
+    pub dispatcher: Arc<crate::dispatch::Dispatcher>,
     /// Checks credentials; told when this instance creates or revokes a key.
     pub authenticator: Arc<Authenticator>,
     /// Bytes of request bodies the server may hold at once: a body takes
@@ -103,6 +106,7 @@ pub struct AppState {
         (name = "tracing", description = "Causation and correlation"),
         (name = "operations", description = "Health and metrics"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "subscriptions", description = "Managed subscriptions: leases to competing consumers, acknowledgements, parking, webhooks"),
     )
 )]
 struct ApiDoc;
@@ -119,6 +123,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(checkpoints::router())
         .merge(trace::router())
         .merge(keys::router())
+        .merge(subscriptions::router())
         .merge(ops::router())
 }
 

@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::AppState;
 use super::auth::{Admin, Caller};
 use super::error::ApiResult;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SubscriptionGauges};
 
 /// The operations routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -54,6 +54,23 @@ async fn metrics(_: Caller<Admin>, State(state): State<AppState>) -> impl IntoRe
     let pool = state.store.pool_use();
     metrics.store_connections.set(gauge(pool.open));
     metrics.store_connections_idle.set(gauge(pool.idle));
+    // The subscriptions' gauges are read now; without the store, the rest
+    // still answers.
+    match state.store.subscriptions().await {
+        Ok(subscriptions) => {
+            let gauges: Vec<SubscriptionGauges> = subscriptions
+                .into_iter()
+                .map(|s| SubscriptionGauges {
+                    name: s.name,
+                    lag: s.lag,
+                    in_flight: s.in_flight,
+                    parked: s.parked,
+                })
+                .collect();
+            metrics.observe_subscriptions(&gauges);
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the subscriptions for /metrics"),
+    }
     (
         [(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
         metrics.render(),

@@ -67,7 +67,7 @@ struct TagParams {
 
 /// One item of a query: events of one of `types` that carry every one of
 /// `tags`; at least one of the two.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct QueryItemBody {
     /// The types matched (absent or empty: any type).
@@ -78,6 +78,15 @@ pub(super) struct QueryItemBody {
     #[serde(default)]
     #[schema(example = json!(["course:c1"]))]
     tags: Vec<String>,
+}
+
+impl From<&QueryItem> for QueryItemBody {
+    fn from(item: &QueryItem) -> Self {
+        QueryItemBody {
+            types: item.types.clone(),
+            tags: item.tags.clone(),
+        }
+    }
 }
 
 /// The body of `POST /query`.

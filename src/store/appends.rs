@@ -2,10 +2,8 @@
 //! [`Writer`](super::writer::Writer); this is the face the rest of the
 //! service sees.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::backend::SqlBackend;
 use super::error::AppendError;
@@ -16,10 +14,11 @@ use super::model::{AppendRequest, Appended};
 pub trait Appends: Send + Sync {
     /// Appends a batch atomically, checking the expected version and idempotency.
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
-    /// Signalled after every commit of this process and, where the backend
+    /// Changes after every commit of this process and, where the backend
     /// can tell, of other processes on the same database. A wake-up only:
-    /// readers find out what changed by reading.
-    fn changes(&self) -> Arc<Notify>;
+    /// readers find out what changed by reading. Each receiver is woken on
+    /// its own, so any number of waiters may share it.
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 #[async_trait]
@@ -29,7 +28,7 @@ impl<B: SqlBackend> Appends for B {
         self.parts().writer.append(request).await
     }
 
-    fn changes(&self) -> Arc<Notify> {
-        self.parts().changes.clone()
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.parts().changes.subscribe()
     }
 }

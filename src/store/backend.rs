@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::error::StoreError;
 use super::model::{Budgeted, RecordedEvent};
@@ -25,7 +25,7 @@ pub(crate) struct Parts<DB: Database> {
     /// Its group-commit writer, through which every append goes.
     pub writer: Writer,
     /// Signalled after commits (see [`super::Appends::changes`]).
-    pub changes: Arc<Notify>,
+    pub changes: Arc<watch::Sender<u64>>,
 }
 
 /// The connection type of a backend.
@@ -39,6 +39,13 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     fn parts(&self) -> &Parts<Self::Db>;
     /// A time column as microseconds since the epoch.
     fn micros(column: &str) -> String;
+    /// What a `SELECT` appends to lock the rows it reads until its
+    /// transaction ends (nothing where write transactions lock everything).
+    const LOCK_ROWS: &'static str;
+    /// Begins a transaction that writes besides the writer's appends.
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
     /// Begins a read-only transaction that sees one snapshot of the store.
     fn begin_read(
         &self,

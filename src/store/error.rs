@@ -75,3 +75,23 @@ pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Why a request about a subscription was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubscriptionError {
+    /// There is no subscription of that name.
+    #[error("there is no subscription {0}")]
+    NotFound(String),
+    /// A lease this subscription never issued: forged, malformed or
+    /// another subscription's.
+    #[error("{lease:?} is not a lease of subscription {subscription}")]
+    ForeignLease {
+        /// The subscription.
+        subscription: String,
+        /// The lease, as given.
+        lease: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -16,6 +16,7 @@
 //! | `trace.rs` | the [`Traces`] concern: causes and effects |
 //! | `checkpoints.rs` | the [`Checkpoints`] concern |
 //! | `keys.rs` | the [`Keys`] concern: API keys, as digests |
+//! | `subscriptions.rs` | the [`Subscriptions`] concern: leases, acknowledgements, parking |
 //! | `diagnostics.rs` | the [`Diagnostics`] concern: health and query plans |
 //! | `backend.rs` | what a SQL backend supplies to the concerns (pool, read transactions, time spelling, `EXPLAIN`) |
 //! | `sql.rs` | statement builder, per-database runner, database errors mapped by SQLSTATE |
@@ -27,7 +28,7 @@
 //! SQL both databases speak, beside it. Only the write path differs per
 //! database (how each serialises writers), so each backend implements
 //! [`writer::WriteStatements`] and nothing else of the concerns. A new
-//! concern (subscriptions, retention) is a new file of the same
+//! concern (retention, say) is a new file of the same
 //! shape, and a new supertrait of [`Store`].
 
 mod appends;
@@ -45,6 +46,7 @@ mod rows;
 mod snapshots;
 mod sql;
 pub mod sqlite;
+mod subscriptions;
 mod trace;
 mod writer;
 
@@ -53,7 +55,7 @@ use std::sync::Arc;
 pub use appends::Appends;
 pub use checkpoints::Checkpoints;
 pub use diagnostics::{Diagnostics, ReadStatement};
-pub use error::{AppendError, SnapshotError, StoreError};
+pub use error::{AppendError, SnapshotError, StoreError, SubscriptionError};
 pub use keys::Keys;
 pub use model::{
     AppendRequest, Appended, Checkpoint, Condition, Direction, EventPosition, EventQuery, Expected,
@@ -61,19 +63,32 @@ pub use model::{
     RecordedEvent, Scope, Snapshot, StoredKey, StreamEvent, StreamInfo, StreamPage, StreamQuery,
     Trace, TraceLimits,
 };
+pub use model::{
+    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, PushTarget,
+    Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
+};
 pub use queries::Queries;
 pub use reads::Reads;
 pub use snapshots::Snapshots;
+pub use subscriptions::Subscriptions;
 pub use trace::Traces;
 
 /// An event store: every concern, offered alike by every backend.
 pub trait Store:
-    Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Diagnostics
+    Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Subscriptions + Diagnostics
 {
 }
 
 impl<T> Store for T where
-    T: Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Diagnostics
+    T: Appends
+        + Reads
+        + Queries
+        + Snapshots
+        + Traces
+        + Checkpoints
+        + Keys
+        + Subscriptions
+        + Diagnostics
 {
 }
 

@@ -315,7 +315,7 @@ pub struct GlobalPage {
 
 /// One item of a query: the events of one of `types` (any type when empty)
 /// that carry every one of `tags` (any tags when empty); never both empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueryItem {
     /// The types it matches.
     pub types: Vec<String>,
@@ -582,4 +582,193 @@ mod tests {
         assert_eq!(prefix_upper_bound("a\u{10FFFF}"), "b");
         assert_eq!(prefix_upper_bound("").len(), 256);
     }
+}
+
+/// What a subscription follows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The whole log.
+    All,
+    /// One category.
+    Category(String),
+    /// One stream.
+    Stream(String),
+    /// The events matching any item of a query.
+    Query(Vec<QueryItem>),
+}
+
+/// How a subscription may deliver events side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOrder {
+    /// At most one event of a stream in flight, a stream's events in order.
+    Stream,
+    /// As parallel as consumers allow.
+    None,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// The first event of the log.
+    Beginning,
+    /// Right after the last event when the subscription was created.
+    End,
+    /// This global position (inclusive).
+    Position(i64),
+}
+
+/// Where and how the server pushes a subscription's deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushTarget {
+    /// The receiver's `http(s)` URL.
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_…`) that signs each delivery.
+    pub secret: Option<String>,
+    /// Most deliveries awaiting the receiver's answer at once.
+    pub max_in_flight: u32,
+    /// How long the receiver may take to answer a delivery.
+    pub timeout_ms: u64,
+}
+
+/// A subscription as created: it never changes afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionDefinition {
+    /// What it follows.
+    pub source: Source,
+    /// Only events of these types (any when empty).
+    pub types: Vec<String>,
+    /// Where it starts.
+    pub start: StartAt,
+    /// How events may be delivered side by side.
+    pub ordering: DeliveryOrder,
+    /// How long a lease lasts before its event is delivered again.
+    pub ack_timeout_ms: u64,
+    /// Deliveries of an event before it is parked.
+    pub max_deliveries: u32,
+    /// Where the server pushes deliveries, if it does.
+    pub push: Option<PushTarget>,
+}
+
+/// A consumer of a subscription, as its state lists it.
+#[derive(Debug, Clone)]
+pub struct ConsumerState {
+    /// Its name.
+    pub consumer: String,
+    /// Leases it holds now.
+    pub in_flight: i64,
+    /// When it last claimed.
+    pub last_claim: DateTime<Utc>,
+}
+
+/// A subscription and how far it has got.
+#[derive(Debug, Clone)]
+pub struct SubscriptionState {
+    /// Its name.
+    pub name: String,
+    /// Its definition.
+    pub definition: SubscriptionDefinition,
+    /// Every source event at or before it is acknowledged or parked.
+    pub position: i64,
+    /// The log's head.
+    pub head: i64,
+    /// Source events after `position`.
+    pub lag: i64,
+    /// Leases held now.
+    pub in_flight: i64,
+    /// Events parked.
+    pub parked: i64,
+    /// The consumers that claimed lately, latest first.
+    pub consumers: Vec<ConsumerState>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+}
+
+/// What creating a subscription found.
+#[derive(Debug, Clone)]
+pub enum Creation {
+    /// It is new.
+    Created,
+    /// The same definition existed.
+    Existing,
+    /// A different definition exists under the name.
+    Different,
+}
+
+/// A request for deliveries.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Who claims.
+    pub consumer: String,
+    /// Most deliveries.
+    pub max: usize,
+    /// How long the leases last (the subscription's `ack_timeout_ms` when
+    /// none).
+    pub lease_for: Option<std::time::Duration>,
+}
+
+/// An event handed to a consumer, under a lease.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Names the lease in acknowledgements: opaque to consumers.
+    pub lease: String,
+    /// Which delivery of the event this is, from 1.
+    pub attempt: i64,
+    /// The event.
+    pub event: RecordedEvent,
+}
+
+/// What becomes of the events whose leases are settled.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// Done with: never delivered again.
+    Ack,
+    /// Delivered again after `delay`, or parked with `reason` once it has
+    /// been delivered `max_deliveries` times.
+    Retry {
+        /// How long the event waits before its next delivery.
+        delay: std::time::Duration,
+        /// Why it failed, kept if it is parked.
+        reason: String,
+    },
+    /// Set aside until replayed.
+    Park {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What settling leases did.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// Leases settled.
+    pub done: u64,
+    /// Leases no longer held (expired and delivered again, or settled before).
+    pub stale: Vec<String>,
+}
+
+/// An event set aside.
+#[derive(Debug, Clone)]
+pub struct ParkedEvent {
+    /// The event.
+    pub event: RecordedEvent,
+    /// Why it was parked.
+    pub reason: String,
+    /// How many times it was delivered.
+    pub attempts: i64,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+/// A page of parked events, in global order.
+#[derive(Debug, Clone)]
+pub struct ParkedPage {
+    /// The events.
+    pub parked: Vec<ParkedEvent>,
+    /// Where the next page starts.
+    pub next_position: i64,
+    /// Nothing parked lies beyond `next_position`.
+    pub end: bool,
 }

@@ -11,14 +11,14 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
 use sqlx::{Connection, Executor, Postgres, Transaction};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::backend::{Parts, SqlBackend, tags_column};
 use super::error::StoreError;
 use super::plan::{BatchKeys, BatchState, Plan, StoredId, StreamVersion};
 use super::sql::{Runner, Sql, runner, unavailable};
-use super::writer::{WriteStatements, Writer};
+use super::writer::{WriteStatements, Writer, signal};
 
 /// An event store in Postgres.
 pub struct PostgresStore(Parts<Postgres>);
@@ -36,7 +36,7 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let changes = Arc::new(Notify::new());
+        let changes = Arc::new(watch::Sender::new(0));
         // Every commit notifies with this process's own mark, so that the
         // listener can pass over its own: the writer has woken readers here
         // already, and a second wake-up would only repeat their reads.
@@ -111,19 +111,23 @@ pub fn writer_options(url: &str) -> anyhow::Result<PgConnectOptions> {
 /// marked `instance`, are passed over). A notification sent while the
 /// listening connection was down is lost, so a reconnect is a wake-up too:
 /// readers then find out what changed by reading.
-async fn relay_notifications(mut listener: PgListener, instance: String, changes: Arc<Notify>) {
+async fn relay_notifications(
+    mut listener: PgListener,
+    instance: String,
+    changes: Arc<watch::Sender<u64>>,
+) {
     loop {
         match listener.try_recv().await {
             Ok(Some(notification)) if notification.payload() == instance => {}
-            Ok(Some(_)) => changes.notify_one(),
+            Ok(Some(_)) => signal(&changes),
             Ok(None) => {
                 tracing::warn!("lost the notification connection; reconnecting");
-                changes.notify_one();
+                signal(&changes);
             }
             Err(error) => {
                 tracing::warn!(%error, "notification listener failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                changes.notify_one();
+                signal(&changes);
             }
         }
     }
@@ -354,6 +358,12 @@ impl SqlBackend for PostgresStore {
 
     fn micros(column: &str) -> String {
         format!("(extract(epoch FROM {column}) * 1000000)::bigint")
+    }
+
+    const LOCK_ROWS: &'static str = " FOR UPDATE";
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.0.pool.begin().await.map_err(unavailable)
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {

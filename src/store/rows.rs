@@ -53,7 +53,7 @@ impl TryFrom<EventRow> for RecordedEvent {
 }
 
 /// A time stored as microseconds since the epoch.
-fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| StoreError::Internal(format!("stored time {micros}")))
 }
@@ -171,4 +171,46 @@ impl TryFrom<KeyRow> for StoredKey {
             revoked: row.revoked.map(from_micros).transpose()?,
         })
     }
+}
+
+/// A subscription row, as claims and settlements need it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SubscriptionRow {
+    pub name: String,
+    pub definition: String,
+    pub lease_key: String,
+    pub cursor: i64,
+    pub created: i64,
+}
+
+/// An unsettled event of a subscription, as a claim considers it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UnsettledRow {
+    pub global_position: i64,
+    pub attempt: i64,
+}
+
+/// Counts over a subscription's unsettled events.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TallyRow {
+    pub first_unsettled: Option<i64>,
+    pub in_flight: Option<i64>,
+    pub parked: Option<i64>,
+}
+
+/// A consumer of a subscription.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConsumerRow {
+    pub consumer: String,
+    pub last_claim: i64,
+    pub in_flight: i64,
+}
+
+/// A parked event of a subscription, without the event.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ParkedRow {
+    pub global_position: i64,
+    pub attempt: i64,
+    pub reason: Option<String>,
+    pub parked_at: i64,
 }

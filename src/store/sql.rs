@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use super::model::Budgeted;
-use super::rows::{CheckpointRow, EventRow, KeyRow, SnapshotRow, StreamRow};
+use super::rows::{
+    CheckpointRow, ConsumerRow, EventRow, KeyRow, ParkedRow, SnapshotRow, StreamRow,
+    SubscriptionRow, TallyRow, UnsettledRow,
+};
 
 /// A value bound to a statement.
 pub(crate) enum Bind {
@@ -137,6 +140,11 @@ pub(crate) trait Runner:
     + DecodeRow<StreamRow>
     + DecodeRow<CheckpointRow>
     + DecodeRow<KeyRow>
+    + DecodeRow<SubscriptionRow>
+    + DecodeRow<UnsettledRow>
+    + DecodeRow<TallyRow>
+    + DecodeRow<ConsumerRow>
+    + DecodeRow<ParkedRow>
 {
     /// Runs a query, decoding each row as `R`.
     fn fetch<R: Send>(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::error::{AppendError, StoreError};
 use super::model::AppendRequest;
@@ -108,7 +108,7 @@ const MAX_BATCH_EVENTS: usize = 4096;
 impl Writer {
     /// Starts the writer over a backend as a task of the current runtime;
     /// `changes` is signalled after every commit that wrote events.
-    pub fn spawn(backend: impl WriteStatements, changes: Arc<Notify>) -> Writer {
+    pub fn spawn(backend: impl WriteStatements, changes: Arc<watch::Sender<u64>>) -> Writer {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(run(backend, jobs, changes));
         Writer { queue }
@@ -127,7 +127,7 @@ impl Writer {
     /// connections it makes are driven by that runtime too.
     pub async fn spawn_on_own_thread<B, F, Fut>(
         open: F,
-        changes: Arc<Notify>,
+        changes: Arc<watch::Sender<u64>>,
     ) -> anyhow::Result<Writer>
     where
         B: WriteStatements,
@@ -187,7 +187,7 @@ impl Writer {
 async fn run(
     mut backend: impl WriteStatements,
     mut jobs: mpsc::Receiver<Job>,
-    changes: Arc<Notify>,
+    changes: Arc<watch::Sender<u64>>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut size = first.request.events.len();
@@ -241,7 +241,7 @@ async fn run(
             .iter()
             .any(|o| o.as_ref().map_or(true, |appended| appended.created))
         {
-            changes.notify_one();
+            signal(&changes);
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             if let Err(AppendError::Store(error)) = &outcome {
@@ -250,6 +250,11 @@ async fn run(
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// Wakes everyone waiting on a store's changes (see [`super::Appends::changes`]).
+pub(crate) fn signal(changes: &watch::Sender<u64>) {
+    changes.send_modify(|count| *count = count.wrapping_add(1));
 }
 
 #[cfg(test)]
@@ -282,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_that_panicked_fails_appends_and_says_it_stopped() {
-        let writer = Writer::spawn(Panicking, Arc::new(Notify::new()));
+        let writer = Writer::spawn(Panicking, Arc::new(watch::Sender::new(0)));
         assert!(writer.is_running());
         let request = AppendRequest::to_stream("a-1", Expected::Any, Vec::new());
         let outcome = writer.append(request).await;

@@ -15,5 +15,6 @@ mod indexes;
 mod operations;
 mod snapshots;
 mod streams;
+mod subscriptions;
 mod tags;
 mod trace;
