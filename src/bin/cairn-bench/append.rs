@@ -29,23 +29,22 @@ use crate::stats::rate;
 pub async fn run(args: &Args, base: &str, run: &str) -> Result<()> {
     let category = format!("bench{run}");
     let (clients, client) = args.writers()?;
+    let (events, page_size) = (args.events(), args.page_size());
     args.say(&format!(
-        "cairn-bench: {} events, {clients} clients, category {category} at {base}",
-        args.events
+        "cairn-bench: {events} events, {clients} clients, category {category} at {base}"
     ));
 
     // Task `t` writes events `t, t + clients, …` to its own stream `bench<run>-<t>`.
     let event = |n| ready(json!({"type": "Benched", "data": {"n": n}}));
-    let append = write_round_robin(&client, base, &category, args.events, clients, event).await?;
-    let append_rate = rate(args.events, append.elapsed);
+    let append = write_round_robin(&client, base, &category, events, clients, event).await?;
+    let append_rate = rate(events, append.elapsed);
     let (p50, p99, max) = append.p50_p99_max_ms();
     args.say(&format!(
-        "append: {} events in {:.3} s: {append_rate:.0} events/s; latency ms p50 {p50:.2} p99 {p99:.2} max {max:.2}",
-        args.events,
+        "append: {events} events in {:.3} s: {append_rate:.0} events/s; latency ms p50 {p50:.2} p99 {p99:.2} max {max:.2}",
         append.elapsed.as_secs_f64(),
     ));
 
-    let read = read_category(&client, base, &category, args.page_size).await?;
+    let read = read_category(&client, base, &category, page_size).await?;
     let read_rate = rate(read.events, read.elapsed);
     args.say(&format!(
         "read:   {} events in {} pages in {:.3} s: {read_rate:.0} events/s",
@@ -53,13 +52,13 @@ pub async fn run(args: &Args, base: &str, run: &str) -> Result<()> {
         read.pages,
         read.elapsed.as_secs_f64(),
     ));
-    read.check_count(&category, args.events)?;
+    read.check_count(&category, events)?;
 
     if args.json {
         let summary = json!({
             "url": base,
             "category": category,
-            "events": args.events,
+            "events": events,
             "clients": clients,
             "append": {
                 "seconds": append.elapsed.as_secs_f64(),
@@ -72,7 +71,7 @@ pub async fn run(args: &Args, base: &str, run: &str) -> Result<()> {
                 "seconds": read.elapsed.as_secs_f64(),
                 "events_per_sec": read_rate,
                 "pages": read.pages,
-                "page_size": args.page_size,
+                "page_size": page_size,
             },
         });
         println!("{summary}");

@@ -18,13 +18,16 @@ pub enum Scenario {
     /// Grow the store step by step, measuring appends at each size, then
     /// read a large category back.
     Growth,
+    /// Managed subscriptions: consumers claiming and acknowledging a
+    /// category, against a plain read of it.
+    Subscription,
 }
 
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(
     name = "cairn-bench",
-    about = "Load a Cairn server: appends and reads, traces, live feeds, or store growth"
+    about = "Load a Cairn server: appends and reads, traces, live feeds, store growth, or managed subscriptions"
 )]
 pub struct Args {
     /// Base URL of the Cairn server.
@@ -35,18 +38,27 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Scenario::Append)]
     pub scenario: Scenario,
 
-    /// append: number of events to append (one event per request).
-    #[arg(long, default_value_t = 20_000)]
-    pub events: u64,
+    /// append: number of events to append (one event per request);
+    /// subscription: events in the category. Default 100000 for
+    /// subscription, 20000 otherwise.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    events: Option<u64>,
 
     /// append, subscribe, growth: number of concurrent writers (tokio tasks);
-    /// default 64 for growth, 8 otherwise.
+    /// subscription: number of consumers. Default 64 for growth, 8 otherwise.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     clients: Option<u64>,
 
-    /// append, growth: page size for the read phase (1-1000).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub page_size: u64,
+    /// append, growth: page size for the read phase; subscription: the
+    /// read's page size and the `max` of every claim (1-1000). Default 100
+    /// for subscription, 1000 otherwise.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    page_size: Option<u64>,
+
+    /// subscription: how many streams the category's events are spread over
+    /// (event i goes to stream i mod this).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub streams: u64,
 
     /// trace: how many times each trace is requested.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
@@ -113,6 +125,28 @@ impl Args {
             8
         };
         self.clients.unwrap_or(default)
+    }
+
+    /// The `--events`, or the scenario's default: 100000 for `subscription`,
+    /// 20000 otherwise.
+    pub fn events(&self) -> u64 {
+        let default = if self.scenario == Scenario::Subscription {
+            100_000
+        } else {
+            20_000
+        };
+        self.events.unwrap_or(default)
+    }
+
+    /// The `--page-size`, or the scenario's default: 100 for `subscription`,
+    /// 1000 otherwise.
+    pub fn page_size(&self) -> u64 {
+        let default = if self.scenario == Scenario::Subscription {
+            100
+        } else {
+            1000
+        };
+        self.page_size.unwrap_or(default)
     }
 
     /// The `--timeout`.

@@ -174,7 +174,7 @@ pub async fn run(args: &Args, base: &str, run: &str) -> Result<()> {
         last.store_events, first.store_events,
     ));
 
-    let read = read_category(&client, base, &category, args.page_size).await?;
+    let read = read_category(&client, base, &category, args.page_size()).await?;
     let read_rate = rate(read.events, read.elapsed);
     let mb_per_sec = rate(read.bytes, read.elapsed) / 1e6;
     args.say(&format!(

@@ -12,7 +12,9 @@
 //! - [`append`] (the default): write throughput, then a category read;
 //! - [`trace`]: `GET /trace/{id}` on a deep chain and a wide fan-out;
 //! - [`subscribe`]: fan-out of live feeds;
-//! - [`growth`]: append throughput as the store grows, then a catch-up read.
+//! - [`growth`]: append throughput as the store grows, then a catch-up read;
+//! - [`subscription`]: managed subscriptions' claim and ack, against a plain
+//!   category read.
 //!
 //! Shared pieces: [`args`] (the command line), [`http`] (the HTTP client
 //! helpers), [`stats`] (percentiles, rates, the server's memory) and, for
@@ -27,6 +29,7 @@ mod http;
 mod probe;
 mod stats;
 mod subscribe;
+mod subscription;
 mod trace;
 
 use anyhow::Result;
@@ -47,5 +50,6 @@ async fn main() -> Result<()> {
         Scenario::Trace => trace::run(&args, &base, &run).await,
         Scenario::Subscribe => subscribe::run(&args, &base, &run).await,
         Scenario::Growth => growth::run(&args, &base, &run).await,
+        Scenario::Subscription => subscription::run(&args, &base, &run).await,
     }
 }
