@@ -919,6 +919,7 @@ struct DeliveriesParams {
     params(("name" = String, Path, description = "The subscription"), DeliveriesParams),
     responses(
         (status = 200, description = "A feed of deliveries", content_type = "text/event-stream", body = String),
+        (status = 406, description = "`Accept` admits no `text/event-stream`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such subscription", body = Problem, content_type = "application/problem+json"),
     )
 )]
