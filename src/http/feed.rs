@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 
 use axum::response::{IntoResponse, Response};
+use futures::Stream;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Deserializer};
 
@@ -132,18 +133,27 @@ pub async fn open(
             })
         })
         .map(move |item| Ok(sse_event(&subject, item)));
-    let sse = Sse::new(retry.chain(events).take_until(caller.lapsed())).keep_alive(
-        KeepAlive::new()
-            .interval(state.limits.keep_alive)
-            .text("keep-alive"),
-    );
+    Ok(sse_response(
+        retry.chain(events).take_until(caller.lapsed()),
+        state.limits.keep_alive,
+    ))
+}
+
+/// A stream of SSE messages as a response, with a keep-alive comment every
+/// `keep_alive` on an idle stream.
+pub fn sse_response(
+    messages: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    keep_alive: Duration,
+) -> Response {
+    let sse =
+        Sse::new(messages).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"));
     let mut response = sse.into_response();
     // Proxies such as nginx must pass events on as they come.
     response.headers_mut().insert(
         HeaderName::from_static("x-accel-buffering"),
         HeaderValue::from_static("no"),
     );
-    Ok(response)
+    response
 }
 
 /// One feed item as an SSE message: an event carries its position as `id:`;

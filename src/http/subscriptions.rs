@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::AppState;
 use super::auth::{Admin, Caller, Read};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, AcceptsJson, JsonBody, Path, Query, Wants};
 use super::queries::{QueryItemBody, query_items};
 use super::wire::{self, serialize_time};
+use super::{AppState, feed};
 use crate::names;
 use crate::store::{
     Claim, Creation, Delivery, DeliveryOrder, ParkedEvent, PushTarget, Settlement, Source, StartAt,
@@ -946,15 +946,8 @@ async fn deliveries(
             serde_json::to_string(&DeliveryView::from(delivery)).expect("a delivery serialises");
         Ok::<_, Infallible>(SseEvent::default().id(lease).data(json))
     });
-    let sse = Sse::new(events.take_until(caller.lapsed())).keep_alive(
-        KeepAlive::new()
-            .interval(state.limits.keep_alive)
-            .text("keep-alive"),
-    );
-    let mut response = sse.into_response();
-    response.headers_mut().insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    Ok(response)
+    Ok(feed::sse_response(
+        events.take_until(caller.lapsed()),
+        state.limits.keep_alive,
+    ))
 }

@@ -225,7 +225,7 @@ impl<B: SqlBackend> Subscriptions for B {
         let ready: Vec<UnsettledRow> =
             B::Db::fetch(&mut tx, ready_to_deliver(name, &definition, now, claim.max)).await?;
         for unsettled in &ready {
-            plan.lease(unsettled.global_position, unsettled.attempt + 1);
+            plan.lease(unsettled.global_position, unsettled.attempt + 1, None);
         }
         let known: Vec<i64> = ready.iter().map(|r| r.global_position).collect();
         let mut events = match known.is_empty() {
@@ -666,7 +666,7 @@ async fn scan_source<B: SqlBackend>(
                 plan.wait(event.global_position, &event.stream);
                 continue;
             }
-            plan.lease_new(event.global_position, &event.stream);
+            plan.lease(event.global_position, 1, Some(&event.stream));
             events.push(event);
         }
         if exhausted && plan.leased.len() < max {
@@ -945,24 +945,17 @@ impl<'a> ClaimPlan<'a> {
         }
     }
 
-    /// Leases an event that has a row, for its `attempt`th delivery.
-    fn lease(&mut self, position: i64, attempt: i64) {
+    /// Leases an event for its `attempt`th delivery; `stream` for a newly
+    /// scanned event, whose row the claim makes.
+    fn lease(&mut self, position: i64, attempt: i64, stream: Option<&str>) {
         let (lease, text) = LeaseId::issue(self.subscription, self.key, position);
         self.leased.push(Leased {
             position,
-            stream: None,
+            stream: stream.map(str::to_owned),
             attempt,
             lease,
             text,
         });
-    }
-
-    /// Leases a newly scanned event, for its first delivery.
-    fn lease_new(&mut self, position: i64, stream: &str) {
-        self.lease(position, 1);
-        if let Some(last) = self.leased.last_mut() {
-            last.stream = Some(stream.to_owned());
-        }
     }
 
     /// Records a newly scanned event that waits its turn.
