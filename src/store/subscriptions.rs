@@ -643,6 +643,9 @@ async fn scan_source<B: SqlBackend>(
     // may move the cursor there even if the last events did not match.
     let head = B::Db::fetch_int(conn, head()).await?.unwrap_or(0);
     let mut scanned = 0;
+    // Streams with an unsettled event: in the store, or leased or left
+    // waiting by this claim's earlier chunks (not written yet).
+    let mut busy: HashSet<String> = HashSet::new();
     while plan.leased.len() < max && scanned < SCAN_PER_CLAIM && cursor < head {
         let chunk = match ordered {
             true => (max - plan.leased.len()).max(100),
@@ -652,10 +655,9 @@ async fn scan_source<B: SqlBackend>(
         let found =
             fetch_events::<B>(conn, source_events::<B>(definition, cursor, head, chunk)).await?;
         let exhausted = found.len() < chunk;
-        let mut busy: HashSet<String> = match ordered {
-            true => busy_streams::<B>(conn, &row.name, &found).await?,
-            false => HashSet::new(),
-        };
+        if ordered {
+            busy.extend(busy_streams::<B>(conn, &row.name, &found).await?);
+        }
         for event in found {
             if plan.leased.len() >= max {
                 break;

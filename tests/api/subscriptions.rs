@@ -375,6 +375,13 @@ async fn ordering_by_stream_holds_back_a_streams_later_events(app: TestApp) {
     )
     .await;
     assert_eq!(claim(&app, "loose", "w", 10, 0).await.len(), 5);
+    // A stream longer than one scan's chunk: its later events wait too,
+    // though the claim that scanned them has not written its rows yet.
+    let long: Vec<Value> = (0..250).map(|i| json!(i)).collect();
+    append(&app, "line-1", "Queued", &long).await;
+    subscribe(&app, "lines", json!({"source": {"category": "line"}})).await;
+    let first = claim(&app, "lines", "w", 100, 0).await;
+    assert_eq!(seen(&first), [("line-1".into(), 0, 1)]);
 }
 
 async fn sources_and_types_select_the_events(app: TestApp) {
