@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::feed::TooManyFeeds;
@@ -25,9 +25,9 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// Hands out subscriptions' events and takes their settlements.
 pub struct Dispatcher {
     store: SharedStore,
-    /// Woken when this instance settles or replays events: a stream's next
+    /// Counts this instance's settlements and replays: a stream's next
     /// event may have become deliverable.
-    settled: Notify,
+    settled: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     /// Delivery feeds that may be open at once (each polls the store).
     follows: Arc<Semaphore>,
@@ -47,7 +47,7 @@ impl Dispatcher {
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
             store,
-            settled: Notify::new(),
+            settled: watch::Sender::new(0),
             metrics,
             follows: Arc::new(Semaphore::new(max_follows)),
             max_follows,
@@ -68,13 +68,13 @@ impl Dispatcher {
         wait: Duration,
     ) -> Result<Vec<Delivery>, SubscriptionError> {
         let deadline = Instant::now() + wait;
-        let mut wake = Wake::new(&self.store);
+        let mut wake = Wake::new(self);
         loop {
             let deliveries = self.claim_now(name, claim).await?;
             if !deliveries.is_empty() || Instant::now() >= deadline {
                 return Ok(deliveries);
             }
-            wake.wait(&self.settled, deadline).await;
+            wake.wait(deadline).await;
         }
     }
 
@@ -100,7 +100,7 @@ impl Dispatcher {
     ) -> Result<Settled, SubscriptionError> {
         let settled = self.store.settle(name, leases, settlement).await?;
         if settled.done > 0 {
-            self.settled.notify_waiters();
+            self.settled.send_modify(|count| *count += 1);
             if !matches!(settlement, Settlement::Ack) {
                 self.metrics.failed(name, settled.done);
             }
@@ -115,7 +115,7 @@ impl Dispatcher {
         positions: Option<&[i64]>,
     ) -> Result<u64, SubscriptionError> {
         let replayed = self.store.replay(name, positions).await?;
-        self.settled.notify_waiters();
+        self.settled.send_modify(|count| *count += 1);
         Ok(replayed)
     }
 
@@ -144,7 +144,7 @@ impl Dispatcher {
         let closed = async move {
             let _ = closing.wait_for(|closed| *closed).await;
         };
-        let wake = Wake::new(&self.store);
+        let wake = Wake::new(self);
         let state = (self.clone(), VecDeque::<Delivery>::new(), wake, permit);
         let deliveries =
             futures::stream::unfold(state, move |(dispatcher, mut ready, mut wake, permit)| {
@@ -179,8 +179,7 @@ impl Dispatcher {
                                 }
                             }
                         }
-                        wake.wait(&dispatcher.settled, Instant::now() + RECHECK)
-                            .await;
+                        wake.wait(Instant::now() + RECHECK).await;
                     }
                 }
             });
@@ -192,22 +191,25 @@ impl Dispatcher {
 /// where the store tells), a settlement here, or the recheck interval.
 struct Wake {
     commits: watch::Receiver<u64>,
+    settlements: watch::Receiver<u64>,
 }
 
 impl Wake {
-    /// Starts watching the store's commits.
-    fn new(store: &SharedStore) -> Self {
+    /// Starts watching the store's commits and the dispatcher's
+    /// settlements: one that lands before the first wait still wakes it.
+    fn new(dispatcher: &Dispatcher) -> Self {
         Wake {
-            commits: store.changes(),
+            commits: dispatcher.store.changes(),
+            settlements: dispatcher.settled.subscribe(),
         }
     }
 
     /// Waits for a wake-up, at most until `deadline` and at most [`RECHECK`].
-    async fn wait(&mut self, settled: &Notify, deadline: Instant) {
+    async fn wait(&mut self, deadline: Instant) {
         let until = deadline.min(Instant::now() + RECHECK);
         tokio::select! {
             _ = self.commits.changed() => {}
-            () = settled.notified() => {}
+            _ = self.settlements.changed() => {}
             () = tokio::time::sleep_until(until) => {}
         }
     }

@@ -141,7 +141,7 @@ async fn push(
     };
     let max_in_flight = target.max_in_flight as usize;
     let mut posts: JoinSet<(Delivery, Result<(), String>)> = JoinSet::new();
-    let mut wake = Wake::new(dispatcher.store());
+    let mut wake = Wake::new(&dispatcher);
     loop {
         let free = max_in_flight.saturating_sub(posts.len());
         let mut idle = free > 0;
@@ -170,7 +170,7 @@ async fn push(
                     settle(&dispatcher, &name, delivery, outcome).await;
                 }
             }
-            () = wake.wait(&dispatcher.settled, Instant::now() + RECHECK), if idle => {}
+            () = wake.wait(Instant::now() + RECHECK), if idle => {}
         }
     }
 }

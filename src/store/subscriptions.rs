@@ -606,12 +606,18 @@ fn ready_to_deliver(name: &str, definition: &SubscriptionDefinition, now: i64, m
         .push(")");
     if definition.ordering == DeliveryOrder::Stream {
         // An earlier unsettled event of the stream is either in flight or
-        // itself waiting: either way this one waits.
+        // itself waiting; a later one in flight came first (this one was
+        // parked, then replayed): either way this one waits.
         sql.push(
             " AND NOT EXISTS (SELECT 1 FROM subscription_events o \
              WHERE o.subscription = s.subscription AND o.stream = s.stream \
-             AND o.parked_at IS NULL AND o.global_position < s.global_position)",
-        );
+             AND o.parked_at IS NULL AND o.global_position < s.global_position) \
+             AND NOT EXISTS (SELECT 1 FROM subscription_events o \
+             WHERE o.subscription = s.subscription AND o.stream = s.stream \
+             AND o.global_position > s.global_position AND o.lease_expires > ",
+        )
+        .bind(now)
+        .push(")");
     }
     sql.push(" ORDER BY global_position LIMIT ")
         .bind(max as i64);
@@ -820,9 +826,13 @@ fn source_count<B: SqlBackend>(definition: &SubscriptionDefinition, after: i64) 
 
 /// Appends the match of rows still held under `leases`.
 fn match_leases(sql: &mut Sql, name: &str, leases: &[LeaseId]) {
+    // The positions alone first: they find the rows by the primary key.
+    let positions: Vec<i64> = leases.iter().map(|lease| lease.position).collect();
     sql.push("subscription = ")
         .bind(name)
-        .push(" AND parked_at IS NULL AND lease_expires IS NOT NULL AND (global_position, lease) IN (VALUES ");
+        .push(" AND parked_at IS NULL AND lease_expires IS NOT NULL AND global_position IN ")
+        .bind_list(&positions)
+        .push(" AND (global_position, lease) IN (VALUES ");
     for (i, lease) in leases.iter().enumerate() {
         sql.push(if i == 0 { "(" } else { ", (" })
             .bind(lease.position)

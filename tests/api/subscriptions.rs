@@ -382,6 +382,19 @@ async fn ordering_by_stream_holds_back_a_streams_later_events(app: TestApp) {
     subscribe(&app, "lines", json!({"source": {"category": "line"}})).await;
     let first = claim(&app, "lines", "w", 100, 0).await;
     assert_eq!(seen(&first), [("line-1".into(), 0, 1)]);
+    // A replayed event waits while a later one of its stream is in flight.
+    append(&app, "bin-1", "Dropped", &[json!(0), json!(1), json!(2)]).await;
+    subscribe(&app, "bins", json!({"source": {"category": "bin"}})).await;
+    let parked = claim(&app, "bins", "w", 10, 0).await;
+    let body = json!({"action": "park", "reason": "later"});
+    settle(&app, "bins", "nack", &leases(&parked), body).await;
+    let later = claim(&app, "bins", "w", 10, 0).await;
+    assert_eq!(seen(&later), [("bin-1".into(), 1, 1)]);
+    post_ok(&app, "/subscriptions/bins/replay", json!({})).await;
+    assert!(claim(&app, "bins", "w", 10, 0).await.is_empty());
+    settle(&app, "bins", "ack", &leases(&later), json!({})).await;
+    let replayed = claim(&app, "bins", "w", 10, 0).await;
+    assert_eq!(seen(&replayed), [("bin-1".into(), 0, 1)]);
 }
 
 async fn sources_and_types_select_the_events(app: TestApp) {
