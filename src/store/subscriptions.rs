@@ -826,21 +826,18 @@ fn source_count<B: SqlBackend>(definition: &SubscriptionDefinition, after: i64) 
 
 /// Appends the match of rows still held under `leases`.
 fn match_leases(sql: &mut Sql, name: &str, leases: &[LeaseId]) {
-    // The positions alone first: they find the rows by the primary key.
+    // A stored lease names its event, so matching the stored leases alone is
+    // exact; the positions let the primary key find the rows. (Pairs in a
+    // `VALUES` list were compared each with each: quadratic in the leases.)
     let positions: Vec<i64> = leases.iter().map(|lease| lease.position).collect();
+    let stored: Vec<String> = leases.iter().map(LeaseId::stored).collect();
+    let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
     sql.push("subscription = ")
         .bind(name)
         .push(" AND parked_at IS NULL AND lease_expires IS NOT NULL AND global_position IN ")
         .bind_list(&positions)
-        .push(" AND (global_position, lease) IN (VALUES ");
-    for (i, lease) in leases.iter().enumerate() {
-        sql.push(if i == 0 { "(" } else { ", (" })
-            .bind(lease.position)
-            .push(", ")
-            .bind(lease.token.as_str())
-            .push(")");
-    }
-    sql.push(")");
+        .push(" AND lease IN ")
+        .bind_list(&stored);
 }
 
 /// Parks the events still held under `leases`.
@@ -885,6 +882,12 @@ impl LeaseId {
             lease.signature(subscription, key)
         );
         (lease, text)
+    }
+
+    /// The lease as `subscription_events.lease` keeps it: with its
+    /// position, so that no other event's row can match it.
+    fn stored(&self) -> String {
+        format!("{}.{}", self.position, self.token)
     }
 
     /// The lease `text` names, if this subscription issued it.
@@ -1019,7 +1022,7 @@ impl<'a> ClaimPlan<'a> {
                     .push(", ")
                     .bind(lease.map_or(0, |(l, _)| l.attempt))
                     .push(", ")
-                    .bind(lease.map(|(l, _)| l.lease.token.as_str()))
+                    .bind(lease.map(|(l, _)| l.lease.stored()).as_deref())
                     .push(", ")
                     .bind(lease.map(|(_, consumer)| consumer))
                     .push(", ")
