@@ -13,36 +13,18 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, assert_problem, backend_tests};
 
-/// `PUT` a JSON body to a path.
-async fn put(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .put(format!("{}{path}", app.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// `POST` a JSON body to a path.
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}{path}", app.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// `POST` a JSON body, expecting `200`; the answer.
 async fn post_ok(app: &TestApp, path: &str, body: Value) -> Value {
-    let response = post(app, path, body).await;
+    let response = app.post_json(path, body).await;
     assert_eq!(response.status(), StatusCode::OK, "POST {path}");
     response.json().await.unwrap()
 }
 
 /// Creates a subscription, expecting `201`.
 async fn subscribe(app: &TestApp, name: &str, definition: Value) -> Value {
-    let response = put(app, &format!("/subscriptions/{name}"), definition).await;
+    let response = app
+        .put_json(&format!("/subscriptions/{name}"), definition)
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     response.json().await.unwrap()
 }
@@ -117,11 +99,11 @@ async fn creation_is_idempotent_and_a_different_definition_conflicts(app: TestAp
     // The same definition, defaults spelled out: 200.
     let same = json!({"source": {"category": "account"}, "start": "beginning",
                       "ordering": "stream", "ack_timeout_ms": 30000, "max_deliveries": 5});
-    let response = put(&app, "/subscriptions/s", same).await;
+    let response = app.put_json("/subscriptions/s", same).await;
     assert_eq!(response.status(), StatusCode::OK);
     let different = json!({"source": {"category": "account"}, "ordering": "none"});
     assert_problem(
-        put(&app, "/subscriptions/s", different).await,
+        app.put_json("/subscriptions/s", different).await,
         StatusCode::CONFLICT,
     )
     .await;
@@ -150,20 +132,10 @@ async fn creation_is_idempotent_and_a_different_definition_conflicts(app: TestAp
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["from-2", "from-end", "s"]);
-    let response = app
-        .client
-        .delete(format!("{}/subscriptions/s", app.url))
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete("/subscriptions/s").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_problem(app.get("/subscriptions/s").await, StatusCode::NOT_FOUND).await;
-    let response = app
-        .client
-        .delete(format!("{}/subscriptions/s", app.url))
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete("/subscriptions/s").await;
     assert_problem(response, StatusCode::NOT_FOUND).await;
 }
 
@@ -541,7 +513,7 @@ async fn bad_input_is_refused_and_changes_nothing(app: TestApp) {
     ];
     for definition in definitions {
         let problem = assert_problem(
-            put(&app, "/subscriptions/new", definition.clone()).await,
+            app.put_json("/subscriptions/new", definition.clone()).await,
             StatusCode::BAD_REQUEST,
         )
         .await;
@@ -552,12 +524,8 @@ async fn bad_input_is_refused_and_changes_nothing(app: TestApp) {
     }
     assert_problem(app.get("/subscriptions/new").await, StatusCode::NOT_FOUND).await;
     assert_problem(
-        put(
-            &app,
-            "/subscriptions/$reserved",
-            json!({"source": {"all": true}}),
-        )
-        .await,
+        app.put_json("/subscriptions/$reserved", json!({"source": {"all": true}}))
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -569,13 +537,14 @@ async fn bad_input_is_refused_and_changes_nothing(app: TestApp) {
         json!({"max": 1}),
     ] {
         assert_problem(
-            post(&app, "/subscriptions/s/claim", body).await,
+            app.post_json("/subscriptions/s/claim", body).await,
             StatusCode::BAD_REQUEST,
         )
         .await;
     }
     assert_problem(
-        post(&app, "/subscriptions/none/claim", json!({"consumer": "w"})).await,
+        app.post_json("/subscriptions/none/claim", json!({"consumer": "w"}))
+            .await,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -587,33 +556,33 @@ async fn bad_input_is_refused_and_changes_nothing(app: TestApp) {
     for bad in [forged.as_str(), "garbage", "", "1.2.3"] {
         let body = json!({"leases": [lease, bad]});
         assert_problem(
-            post(&app, "/subscriptions/s/ack", body).await,
+            app.post_json("/subscriptions/s/ack", body).await,
             StatusCode::BAD_REQUEST,
         )
         .await;
     }
     let body = json!({"leases": [lease]});
     assert_problem(
-        post(&app, "/subscriptions/t/ack", body).await,
+        app.post_json("/subscriptions/t/ack", body).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     let body = json!({"leases": [lease], "action": "explode"});
     assert_problem(
-        post(&app, "/subscriptions/s/nack", body).await,
+        app.post_json("/subscriptions/s/nack", body).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     let many: Vec<String> = (0..1001).map(|_| lease.to_owned()).collect();
     let body = json!({"leases": many});
     assert_problem(
-        post(&app, "/subscriptions/s/ack", body).await,
+        app.post_json("/subscriptions/s/ack", body).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     let body = json!({"positions": [0]});
     assert_problem(
-        post(&app, "/subscriptions/s/replay", body).await,
+        app.post_json("/subscriptions/s/replay", body).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -703,12 +672,7 @@ async fn metrics_follow_each_subscription(app: TestApp) {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
-    let response = app
-        .client
-        .delete(format!("{}/subscriptions/watched", app.url))
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete("/subscriptions/watched").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(!text.contains("subscription=\"watched\""), "{text}");

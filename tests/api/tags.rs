@@ -6,16 +6,6 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, assert_problem, backend_tests};
 
-/// `POST` a JSON body to a path.
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(format!("{}{path}", app.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// The `(type, stream)` of each event of a page.
 fn kinds(page: &Value) -> Vec<(String, String)> {
     page["events"]
@@ -54,7 +44,7 @@ async fn courses(app: &TestApp) {
         ("other-1", json!({"type": "StudentSubscribed", "data": {}})),
     ];
     for (stream, body) in batches {
-        let response = post(app, &format!("/streams/{stream}"), body).await;
+        let response = app.post_json(&format!("/streams/{stream}"), body).await;
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 }
@@ -122,7 +112,8 @@ async fn reads_by_tags_and_types(app: TestApp) {
         {"types": ["StudentSubscribed"], "tags": ["course:c1"]},
         {"types": ["CourseDefined", "StudentRegistered"], "tags": []},
     ]});
-    let page = post(&app, "/query", query.clone())
+    let page = app
+        .post_json("/query", query.clone())
         .await
         .json::<Value>()
         .await
@@ -144,7 +135,8 @@ async fn reads_by_tags_and_types(app: TestApp) {
         let mut body = query.clone();
         body["limit"] = json!(2);
         body["position"] = json!(position);
-        let page = post(&app, "/query", body)
+        let page = app
+            .post_json("/query", body)
             .await
             .json::<Value>()
             .await
@@ -190,12 +182,12 @@ async fn reads_by_tags_and_types(app: TestApp) {
         text.contains("\nid: 2\n") && !text.contains("\nid: 1\n"),
         "{text}"
     );
-    let negative = post(
-        &app,
-        "/query",
-        json!({"query": [{"tags": ["a"]}], "position": -1}),
-    )
-    .await;
+    let negative = app
+        .post_json(
+            "/query",
+            json!({"query": [{"tags": ["a"]}], "position": -1}),
+        )
+        .await;
     assert_problem(negative, StatusCode::BAD_REQUEST).await;
     let none = app.get_json("/events?tag=course:c9").await;
     assert_eq!(
@@ -224,7 +216,7 @@ async fn bad_tags_and_queries_are_400(app: TestApp) {
     ];
     for (body, says) in bad_events {
         let problem = assert_problem(
-            post(&app, "/streams/t-1", body.clone()).await,
+            app.post_json("/streams/t-1", body.clone()).await,
             StatusCode::BAD_REQUEST,
         )
         .await;
@@ -263,7 +255,7 @@ async fn bad_tags_and_queries_are_400(app: TestApp) {
                          {"types": ["C"]}]}),
     ];
     for body in bad_queries {
-        assert_problem(post(&app, "/query", body).await, StatusCode::BAD_REQUEST).await;
+        assert_problem(app.post_json("/query", body).await, StatusCode::BAD_REQUEST).await;
     }
 }
 
@@ -280,7 +272,9 @@ async fn a_course_never_takes_more_than_its_capacity(app: TestApp) {
         async move {
             let query = json!([{"types": ["StudentSubscribed"], "tags": ["course:c1"]}]);
             loop {
-                let read = post(app, "/query", json!({"query": query, "limit": 1000})).await;
+                let read = app
+                    .post_json("/query", json!({"query": query, "limit": 1000}))
+                    .await;
                 let page: Value = read.json().await.unwrap();
                 if page["events"].as_array().unwrap().len() >= CAPACITY {
                     return false;
@@ -294,7 +288,7 @@ async fn a_course_never_takes_more_than_its_capacity(app: TestApp) {
                     ],
                     "condition": {"fail_if_events_match": query, "after": page["head"]},
                 });
-                let response = post(app, "/events", body).await;
+                let response = app.post_json("/events", body).await;
                 match response.status() {
                     StatusCode::CREATED => return true,
                     StatusCode::PRECONDITION_FAILED => {
@@ -332,7 +326,7 @@ async fn a_username_is_claimed_once(app: TestApp) {
                             "tags": ["username:ada"]}],
                 "condition": {"fail_if_events_match": [{"tags": ["username:ada"]}]},
             });
-            post(app, "/events", body).await.status()
+            app.post_json("/events", body).await.status()
         }
     };
     let statuses = futures::future::join_all((0..20).map(claim)).await;
@@ -356,7 +350,8 @@ async fn a_username_is_claimed_once(app: TestApp) {
 /// `200` and writes nothing, before versions and conditions are judged;
 /// ids used elsewhere are `409`.
 async fn multi_stream_appends_are_atomic_and_idempotent(app: TestApp) {
-    post(&app, "/streams/b-1", json!({"type": "A", "data": 0})).await;
+    app.post_json("/streams/b-1", json!({"type": "A", "data": 0}))
+        .await;
     let body = json!({
         "events": [
             {"stream": "a-1", "type": "A", "data": 1, "id": "00000000-0000-7000-8000-000000000001"},
@@ -366,7 +361,7 @@ async fn multi_stream_appends_are_atomic_and_idempotent(app: TestApp) {
         "expected_versions": {"a-1": -1, "b-1": 5},
     });
     let refused = assert_problem(
-        post(&app, "/events", body.clone()).await,
+        app.post_json("/events", body.clone()).await,
         StatusCode::PRECONDITION_FAILED,
     )
     .await;
@@ -391,7 +386,7 @@ async fn multi_stream_appends_are_atomic_and_idempotent(app: TestApp) {
 
     let mut body = body;
     body["expected_versions"]["b-1"] = json!(0);
-    let written = post(&app, "/events", body.clone()).await;
+    let written = app.post_json("/events", body.clone()).await;
     assert_eq!(written.status(), StatusCode::CREATED);
     let written: Value = written.json().await.unwrap();
     let at: Vec<(Value, Value, Value)> = written["events"]
@@ -417,11 +412,11 @@ async fn multi_stream_appends_are_atomic_and_idempotent(app: TestApp) {
     assert_eq!(written["head"], 4);
     // The same request again: already stored, so 200 although the versions
     // no longer hold.
-    let retried = post(&app, "/events", body.clone()).await;
+    let retried = app.post_json("/events", body.clone()).await;
     assert_eq!(retried.status(), StatusCode::OK);
     assert_eq!(retried.json::<Value>().await.unwrap(), written);
     body["events"][0]["stream"] = json!("c-1");
-    assert_problem(post(&app, "/events", body).await, StatusCode::CONFLICT).await;
+    assert_problem(app.post_json("/events", body).await, StatusCode::CONFLICT).await;
     assert_eq!(
         app.get_json("/all").await["events"]
             .as_array()
@@ -434,7 +429,8 @@ async fn multi_stream_appends_are_atomic_and_idempotent(app: TestApp) {
 /// Malformed multi-stream appends are `400` with a clear detail, and
 /// nothing is written.
 async fn bad_multi_stream_appends_are_400(app: TestApp) {
-    post(&app, "/streams/seed-1", json!({"type": "A", "data": 0})).await;
+    app.post_json("/streams/seed-1", json!({"type": "A", "data": 0}))
+        .await;
     let event = |extra: Value| {
         let mut event = json!({"stream": "m-1", "type": "A", "data": {}});
         event
@@ -509,7 +505,7 @@ async fn bad_multi_stream_appends_are_400(app: TestApp) {
     ];
     for (body, says) in bad {
         let problem = assert_problem(
-            post(&app, "/events", body.clone()).await,
+            app.post_json("/events", body.clone()).await,
             StatusCode::BAD_REQUEST,
         )
         .await;
@@ -523,14 +519,14 @@ async fn bad_multi_stream_appends_are_400(app: TestApp) {
         (0..1001).map(|i| (format!("s-{i}"), json!(-1))).collect();
     let body = json!({"events": [event(json!({}))], "expected_versions": streams});
     assert_problem(
-        post(&app, "/events", body).await,
+        app.post_json("/events", body).await,
         StatusCode::PAYLOAD_TOO_LARGE,
     )
     .await;
     // A stream append names its stream in the path only.
     let named = json!({"stream": "m-1", "type": "A", "data": {}});
     assert_problem(
-        post(&app, "/streams/m-1", named).await,
+        app.post_json("/streams/m-1", named).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -565,7 +561,7 @@ async fn tag_feeds_deliver_every_match_once_in_order(app: TestApp) {
                     "condition": {"fail_if_events_match": [{"tags": [tag]}]},
                 });
                 assert_eq!(
-                    post(app, "/events", body).await.status(),
+                    app.post_json("/events", body).await.status(),
                     StatusCode::CREATED
                 );
             }

@@ -129,16 +129,36 @@ impl TestApp {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        self.send(request).await
+    }
+
+    /// `POST` a JSON body to a path.
+    pub async fn post_json(&self, path: &str, body: Value) -> Response {
+        self.send(self.client.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    /// `PUT` a JSON body to a path.
+    pub async fn put_json(&self, path: &str, body: Value) -> Response {
+        self.send(self.client.put(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    /// `DELETE` a path.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.send(self.client.delete(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// Sends a request the test built.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Response {
         request.send().await.expect("request sent")
     }
 
     /// `GET` a path (with its query), expecting a JSON body.
     pub async fn get(&self, path_and_query: &str) -> Response {
-        self.client
-            .get(format!("{}{path_and_query}", self.url))
-            .send()
+        self.send(self.client.get(format!("{}{path_and_query}", self.url)))
             .await
-            .expect("request sent")
     }
 
     /// `GET` a path that must answer `200`, as JSON.
