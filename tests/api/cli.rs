@@ -25,6 +25,11 @@ impl Ran {
             .map(|line| serde_json::from_str(line).expect("an NDJSON line"))
             .collect()
     }
+
+    /// One field of every output line.
+    fn field(&self, key: &str) -> Vec<Value> {
+        self.json_lines().iter().map(|e| e[key].clone()).collect()
+    }
 }
 
 /// Runs `cairn ARGS` against `app` (within 20 s), with `stdin` as its input.
@@ -183,18 +188,10 @@ async fn read_streams_categories_and_the_log(app: TestApp) {
         "",
     )
     .await;
-    let data: Vec<Value> = some
-        .json_lines()
-        .iter()
-        .map(|e| e["data"].clone())
-        .collect();
+    let data: Vec<Value> = some.field("data");
     assert_eq!(data, [json!(10), json!(11), json!(12)]);
     let back = cairn(&app, &["read", "big-1", "--backward", "--limit", "2"], "").await;
-    let data: Vec<Value> = back
-        .json_lines()
-        .iter()
-        .map(|e| e["data"].clone())
-        .collect();
+    let data: Vec<Value> = back.field("data");
     assert_eq!(data, [json!(1204), json!(1203)]);
     let before = cairn(&app, &["read", "big-1", "--until-version", "-1"], "").await;
     assert_eq!((before.code, before.stdout.as_str()), (0, ""));
@@ -206,11 +203,7 @@ async fn read_streams_categories_and_the_log(app: TestApp) {
         "",
     )
     .await;
-    let streams: Vec<Value> = log
-        .json_lines()
-        .iter()
-        .map(|e| e["stream"].clone())
-        .collect();
+    let streams: Vec<Value> = log.field("stream");
     assert_eq!(
         streams,
         [
