@@ -1,7 +1,8 @@
 //! Managed subscriptions at run time: claims that wait for events
 //! (`wait_ms`), the SSE delivery feed, push delivery to webhooks
-//! ([`push`]), and the subscriptions' metrics. The store keeps every lease
-//! and acknowledgement; what lives here is only waiting and counting.
+//! ([`push`]), claims and acks gathered into shared turns of the store
+//! (`turns`), and the subscriptions' metrics. The store keeps every lease and
+//! acknowledgement; what lives here is only waiting, gathering and counting.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,6 +17,9 @@ use crate::metrics::Metrics;
 use crate::store::{Claim, Delivery, Settled, Settlement, SharedStore, SubscriptionError};
 
 pub mod push;
+mod turns;
+
+use turns::{Ack, Turns, unanswered};
 
 /// How often a waiting claim looks again without a wake-up: leases that
 /// run out, retries whose backoff ends and settlements on other instances
@@ -25,6 +29,10 @@ const RECHECK: Duration = Duration::from_millis(250);
 /// Hands out subscriptions' events and takes their settlements.
 pub struct Dispatcher {
     store: SharedStore,
+    /// Claims gathered into their subscriptions' turns.
+    claims: Arc<Turns<Claim>>,
+    /// Acknowledgements gathered into their subscriptions' turns.
+    acks: Arc<Turns<Ack>>,
     /// Counts this instance's settlements and replays: a stream's next
     /// event may have become deliverable.
     settled: watch::Sender<u64>,
@@ -46,6 +54,8 @@ impl Dispatcher {
         closing: watch::Receiver<bool>,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
+            claims: Turns::new(store.clone()),
+            acks: Turns::new(store.clone()),
             store,
             settled: watch::Sender::new(0),
             metrics,
@@ -84,7 +94,11 @@ impl Dispatcher {
         name: &str,
         claim: &Claim,
     ) -> Result<Vec<Delivery>, SubscriptionError> {
-        let deliveries = self.store.claim(name, claim).await?;
+        let deliveries = self
+            .claims
+            .serve(name, claim.clone())
+            .await
+            .unwrap_or_else(|| Err(unanswered()))?;
         if !deliveries.is_empty() {
             self.metrics.delivered(name, deliveries.len() as u64);
         }
@@ -98,7 +112,15 @@ impl Dispatcher {
         leases: &[String],
         settlement: &Settlement,
     ) -> Result<Settled, SubscriptionError> {
-        let settled = self.store.settle(name, leases, settlement).await?;
+        let settled = match settlement {
+            Settlement::Ack => self.acks.serve(name, Ack(leases.to_vec())).await,
+            _ => self
+                .store
+                .settle(name, &[leases.to_vec()], settlement)
+                .await?
+                .pop(),
+        }
+        .unwrap_or_else(|| Err(unanswered()))?;
         if settled.done > 0 {
             self.settled.send_modify(|count| *count += 1);
             if !matches!(settlement, Settlement::Ack) {

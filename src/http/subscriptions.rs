@@ -426,6 +426,18 @@ impl From<SubscriptionError> for ApiError {
     }
 }
 
+/// Checks that the caller may claim and settle a subscription's events. A
+/// grant over every stream reaches any source, so only a narrower one costs
+/// a read of the definition; a missing subscription is then the store's
+/// `404`.
+async fn claimable(caller: &Caller<Read>, state: &AppState, name: &str) -> ApiResult<()> {
+    check_subscription(name)?;
+    if !caller.reaches_everything() {
+        readable(caller, state, name).await?;
+    }
+    Ok(())
+}
+
 /// A subscription's definition, after checking that the caller may read
 /// its source.
 async fn readable(
@@ -621,7 +633,7 @@ async fn claim(
     names::check_name("a consumer name", &body.consumer).map_err(bad)?;
     let max = within("max", body.max, 10, 1..=MAX_BATCH)?;
     let wait_ms = within("wait_ms", body.wait_ms, 0, 0..=MAX_WAIT_MS)?;
-    readable(&caller, &state, &name).await?;
+    claimable(&caller, &state, &name).await?;
     // The answer must leave before the request's deadline.
     let wait = Duration::from_millis(wait_ms).min(
         state
@@ -699,7 +711,7 @@ async fn settle(
     settlement: Settlement,
 ) -> ApiResult<Json<SettledView>> {
     check_leases(leases)?;
-    readable(caller, state, name).await?;
+    claimable(caller, state, name).await?;
     let settled = state.dispatcher.settle(name, leases, &settlement).await?;
     Ok(Json(SettledView {
         done: settled.done,

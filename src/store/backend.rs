@@ -1,7 +1,7 @@
 //! What a SQL backend supplies so that every concern (`reads`, `snapshots`,
 //! `trace`, `checkpoints`, `diagnostics`) is written once for both databases:
 //! its pool, a consistent read transaction, the spelling of a time in
-//! microseconds and its `EXPLAIN`. Appends differ more (each database
+//! microseconds, how it reads rows out of a JSON array, and its `EXPLAIN`. Appends differ more (each database
 //! serialises writers in its own way) and go through [`super::writer`].
 
 use std::future::Future;
@@ -42,6 +42,11 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// What a `SELECT` appends to lock the rows it reads until its
     /// transaction ends (nothing where write transactions lock everything).
     const LOCK_ROWS: &'static str;
+    /// Appends a row source named `r` over `json`, an array of objects, one
+    /// row per object with the given columns (name, SQL type). Many rows then
+    /// travel as one bind, so the statement's text, and with it its prepared
+    /// plan, is the same for any number of rows.
+    fn json_rows(sql: &mut Sql, json: String, columns: &[(&str, &str)]);
     /// Begins a transaction that writes besides the writer's appends.
     fn begin_write(
         &self,

@@ -362,6 +362,16 @@ impl SqlBackend for PostgresStore {
 
     const LOCK_ROWS: &'static str = " FOR UPDATE";
 
+    fn json_rows(sql: &mut Sql, json: String, columns: &[(&str, &str)]) {
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|(name, kind)| format!("{name} {kind}"))
+            .collect();
+        sql.push("json_to_recordset(CAST(")
+            .bind(json.as_str())
+            .push(&format!(" AS json)) AS r({})", columns.join(", ")));
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.0.pool.begin().await.map_err(unavailable)
     }

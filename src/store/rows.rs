@@ -183,11 +183,39 @@ pub(crate) struct SubscriptionRow {
     pub created: i64,
 }
 
-/// An unsettled event of a subscription, as a claim considers it.
+/// A subscription row as a turn of claims locks it, with what the turn
+/// reads beside it in the same round trip.
 #[derive(sqlx::FromRow)]
-pub(crate) struct UnsettledRow {
-    pub global_position: i64,
+pub(crate) struct TurnRow {
+    #[sqlx(flatten)]
+    pub subscription: SubscriptionRow,
+    /// The head of the log.
+    pub head: Option<i64>,
+    /// How many of its events are unsettled, parked ones aside (counted up
+    /// to a bound; only where ordering by stream needs it).
+    pub unsettled: Option<i64>,
+}
+
+/// An unsettled event of a subscription that may be delivered now, with
+/// the event.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReadyRow {
+    #[sqlx(flatten)]
+    pub event: EventRow,
     pub attempt: i64,
+}
+
+impl ReadyRow {
+    /// The event's global position.
+    pub fn global_position(&self) -> i64 {
+        self.event.global_position
+    }
+}
+
+/// The global position of a subscription event a statement changed.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PositionRow {
+    pub global_position: i64,
 }
 
 /// Counts over a subscription's unsettled events.

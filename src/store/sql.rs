@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
-    CheckpointRow, ConsumerRow, EventRow, KeyRow, ParkedRow, SnapshotRow, StreamRow,
-    SubscriptionRow, TallyRow, UnsettledRow,
+    CheckpointRow, ConsumerRow, EventRow, KeyRow, ParkedRow, PositionRow, ReadyRow, SnapshotRow,
+    StreamRow, SubscriptionRow, TallyRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -141,7 +141,9 @@ pub(crate) trait Runner:
     + DecodeRow<CheckpointRow>
     + DecodeRow<KeyRow>
     + DecodeRow<SubscriptionRow>
-    + DecodeRow<UnsettledRow>
+    + DecodeRow<TurnRow>
+    + DecodeRow<ReadyRow>
+    + DecodeRow<PositionRow>
     + DecodeRow<TallyRow>
     + DecodeRow<ConsumerRow>
     + DecodeRow<ParkedRow>

@@ -220,6 +220,18 @@ impl SqlBackend for SqliteStore {
 
     const LOCK_ROWS: &'static str = "";
 
+    fn json_rows(sql: &mut Sql, json: String, columns: &[(&str, &str)]) {
+        // SQLite's JSON integers come back as integers, text as text: the
+        // types need no cast.
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+            .collect();
+        sql.push(&format!("(SELECT {} FROM json_each(", columns.join(", ")))
+            .bind(json.as_str())
+            .push(")) AS r");
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // SQLite's one write lock, taken at once (see the writer's `begin`).
         self.1

@@ -7,15 +7,17 @@
 //! parked. An acknowledgement deletes the row, so the table holds what is
 //! unsettled, not what was ever delivered.
 //!
-//! Claims on one subscription take turns: each locks its subscription's row
-//! (`FOR UPDATE` on Postgres; SQLite's one write lock), so two claims, on
-//! one instance or two, never lease one event twice. Settlements match a
-//! row by position *and* lease token: a lease that expired and was taken by
-//! another consumer no longer matches, and is reported stale. Leases are
-//! signed with the subscription's own key, so one it never issued (forged,
+//! Claims on one subscription take turns: each turn locks its subscription's
+//! row (`FOR UPDATE` on Postgres; SQLite's one write lock), so two turns, on
+//! one instance or two, never lease one event twice. A turn serves every
+//! claim waiting for it (the dispatcher gathers them), so consumers share
+//! its cost. Settlements match a row by position *and* lease token: a lease
+//! that expired and was taken by another consumer no longer matches, and is
+//! reported stale. Leases are signed with the subscription's own key, so one
+//! it never issued (forged,
 //! or another subscription's) is refused rather than called stale.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,11 +34,15 @@ use super::model::{
 };
 use super::queries::matching_positions;
 use super::reads::head;
-use super::rows::{ConsumerRow, ParkedRow, SubscriptionRow, TallyRow, UnsettledRow, from_micros};
+use super::rows::{
+    ConsumerRow, ParkedRow, PositionRow, ReadyRow, SubscriptionRow, TallyRow, TurnRow, from_micros,
+};
 use super::sql::{Runner, Sql};
 
-/// Most source events one claim scans: bounds a claim's time and statement size.
-const SCAN_PER_CLAIM: usize = 1000;
+/// Most source events one turn of claims scans: bounds a turn's time and
+/// statement size (its rows, at most this and the claims' total `max`, are
+/// written in one statement: within SQLite's 32,766 parameters).
+const SCAN_PER_TURN: usize = 2000;
 
 /// With ordering by stream, a subscription stops scanning ahead once this
 /// many events are unsettled, most of them waiting behind their streams'
@@ -70,16 +76,25 @@ pub trait Subscriptions: Send + Sync {
     async fn subscriptions(&self) -> Result<Vec<SubscriptionState>, StoreError>;
     /// Deletes a subscription and all its state; false when there was none.
     async fn delete_subscription(&self, name: &str) -> Result<bool, StoreError>;
-    /// Leases up to `claim.max` events to a consumer (none when none is
-    /// available now: waiting is the caller's).
-    async fn claim(&self, name: &str, claim: &Claim) -> Result<Vec<Delivery>, SubscriptionError>;
-    /// Acknowledges, retries or parks the events of `leases`.
+    /// Serves claims in one turn on the subscription: the events available
+    /// now, oldest first, go to the claims in the order given, each up to
+    /// its `max`. One list of deliveries per claim, empty when nothing was
+    /// left for it (waiting is the caller's).
+    async fn claim(
+        &self,
+        name: &str,
+        claims: &[Claim],
+    ) -> Result<Vec<Vec<Delivery>>, SubscriptionError>;
+    /// Acknowledges, retries or parks the events of several requests'
+    /// leases in one transaction; what each request settled, in order (a
+    /// lease two requests name counts for the first). A request naming a
+    /// lease the subscription never issued is refused alone.
     async fn settle(
         &self,
         name: &str,
-        leases: &[String],
+        requests: &[Vec<String>],
         settlement: &Settlement,
-    ) -> Result<Settled, SubscriptionError>;
+    ) -> Result<Vec<Result<Settled, SubscriptionError>>, SubscriptionError>;
     /// Parked events from global position `position` on.
     async fn parked(
         &self,
@@ -205,42 +220,45 @@ impl<B: SqlBackend> Subscriptions for B {
         Ok(deleted)
     }
 
-    #[tracing::instrument(level = "debug", skip(self))]
-    async fn claim(&self, name: &str, claim: &Claim) -> Result<Vec<Delivery>, SubscriptionError> {
+    #[tracing::instrument(level = "debug", skip(self, claims))]
+    async fn claim(
+        &self,
+        name: &str,
+        claims: &[Claim],
+    ) -> Result<Vec<Vec<Delivery>>, SubscriptionError> {
         let mut tx = self.begin_write().await?;
-        let row = load::<B>(&mut tx, name, true)
+        let turn = lock_for_turn::<B>(&mut tx, name)
             .await?
             .ok_or_else(|| SubscriptionError::NotFound(name.to_owned()))?;
-        let definition = parse_definition(&row)?;
+        let row = &turn.subscription;
+        let definition = parse_definition(row)?;
         let now = now_micros().timestamp_micros();
-        let lease_for = claim
-            .lease_for
-            .unwrap_or(Duration::from_millis(definition.ack_timeout_ms));
-        let expires = now.saturating_add(lease_for.as_micros().try_into().unwrap_or(i64::MAX));
-        park_expired::<B>(&mut tx, name, &definition, now).await?;
 
         // Events delivered before (or held back behind their stream) first,
         // then new ones from the source.
-        let mut plan = ClaimPlan::new(name, &row.lease_key, &claim.consumer, expires);
-        let ready: Vec<UnsettledRow> =
-            B::Db::fetch(&mut tx, ready_to_deliver(name, &definition, now, claim.max)).await?;
-        for unsettled in &ready {
-            plan.lease(unsettled.global_position, unsettled.attempt + 1, None);
-        }
-        let known: Vec<i64> = ready.iter().map(|r| r.global_position).collect();
-        let mut events = match known.is_empty() {
-            true => Vec::new(),
-            false => fetch_events::<B>(&mut tx, events_at::<B>(&known)).await?,
-        };
-        let cursor = scan_source::<B>(
+        let mut plan = ClaimPlan::new(name, &row.lease_key, claims, &definition, now);
+        let ready: Vec<ReadyRow> = B::Db::fetch(
             &mut tx,
-            &row,
-            &definition,
-            claim.max,
-            &mut plan,
-            &mut events,
+            ready_to_deliver::<B>(name, &definition, now, plan.wanted()),
         )
         .await?;
+        // Those whose lease ran out after their last allowed delivery are
+        // parked instead (one statement, only when there are any).
+        let max_deliveries = i64::from(definition.max_deliveries);
+        let (exhausted, ready): (Vec<ReadyRow>, Vec<ReadyRow>) = ready
+            .into_iter()
+            .partition(|ready| ready.attempt >= max_deliveries);
+        if !exhausted.is_empty() {
+            let positions: Vec<i64> = exhausted.iter().map(ReadyRow::global_position).collect();
+            park_exhausted::<B>(&mut tx, name, &definition, &positions, now).await?;
+        }
+        let mut events = Vec::with_capacity(plan.wanted());
+        for ready in ready {
+            let event = RecordedEvent::try_from(ready.event)?;
+            plan.lease(event.global_position, ready.attempt + 1, None);
+            events.push(event);
+        }
+        let cursor = scan_source::<B>(&mut tx, &turn, &definition, &mut plan, &mut events).await?;
         let deliveries = plan.deliveries(events);
         plan.write::<B>(&mut tx).await?;
         if cursor != row.cursor {
@@ -248,89 +266,72 @@ impl<B: SqlBackend> Subscriptions for B {
             sql.bind(cursor).push(" WHERE name = ").bind(name);
             B::Db::execute(&mut tx, sql).await?;
         }
-        let mut sql = Sql::new(
-            "INSERT INTO subscription_consumers (subscription, consumer, last_claim) VALUES (",
-        );
-        sql.bind(name)
-            .push(", ")
-            .bind(claim.consumer.as_str())
-            .push(", ")
-            .bind(now)
-            .push(
-                ") ON CONFLICT (subscription, consumer) DO UPDATE SET last_claim = excluded.last_claim",
-            );
-        B::Db::execute(&mut tx, sql).await?;
+        plan.write_consumers::<B>(&mut tx, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(deliveries)
     }
 
-    #[tracing::instrument(level = "debug", skip(self, leases))]
+    #[tracing::instrument(level = "debug", skip(self, requests))]
     async fn settle(
         &self,
         name: &str,
-        leases: &[String],
+        requests: &[Vec<String>],
         settlement: &Settlement,
-    ) -> Result<Settled, SubscriptionError> {
+    ) -> Result<Vec<Result<Settled, SubscriptionError>>, SubscriptionError> {
         let mut conn = connection(self).await?;
         let row = load::<B>(&mut conn, name, false)
             .await?
             .ok_or_else(|| SubscriptionError::NotFound(name.to_owned()))?;
-        let held: Vec<LeaseId> = leases
+        let verified: Vec<Result<Vec<LeaseId>, SubscriptionError>> = requests
             .iter()
-            .map(|lease| {
-                LeaseId::verify(name, &row.lease_key, lease).ok_or_else(|| {
-                    SubscriptionError::ForeignLease {
-                        subscription: name.to_owned(),
-                        lease: lease.clone(),
-                    }
-                })
+            .map(|leases| {
+                leases
+                    .iter()
+                    .map(|lease| {
+                        LeaseId::verify(name, &row.lease_key, lease).ok_or_else(|| {
+                            SubscriptionError::ForeignLease {
+                                subscription: name.to_owned(),
+                                lease: lease.clone(),
+                            }
+                        })
+                    })
+                    .collect()
             })
-            .collect::<Result<_, _>>()?;
-        if held.is_empty() {
-            return Ok(Settled::default());
-        }
-        drop(conn);
-        let now = now_micros().timestamp_micros();
-        let mut tx = self.begin_write().await?;
-        let mut done: HashSet<i64> = HashSet::new();
-        match settlement {
-            Settlement::Ack => {
+            .collect();
+        let held: Vec<&LeaseId> = verified.iter().flatten().flatten().collect();
+        let mut done: HashSet<i64> = match (held.is_empty(), settlement) {
+            (true, _) => HashSet::new(),
+            // One statement, which commits alone.
+            (false, Settlement::Ack) => {
                 let mut sql = Sql::new("DELETE FROM subscription_events WHERE ");
                 match_leases(&mut sql, name, &held);
-                done.extend(returned::<B>(&mut tx, sql).await?);
+                returned::<B>(&mut conn, sql).await?.into_iter().collect()
             }
-            Settlement::Retry { delay, reason } => {
-                let definition = parse_definition(&row)?;
-                let available =
-                    now.saturating_add(delay.as_micros().try_into().unwrap_or(i64::MAX));
-                let mut sql = Sql::new(
-                    "UPDATE subscription_events SET lease = NULL, consumer = NULL, \
-                     lease_expires = NULL, available_at = ",
-                );
-                sql.bind(available).push(" WHERE attempt < ");
-                sql.bind(i64::from(definition.max_deliveries)).push(" AND ");
-                match_leases(&mut sql, name, &held);
-                done.extend(returned::<B>(&mut tx, sql).await?);
-                // The rest of those still held have had all their deliveries.
-                let sql = park_leases(name, &held, now, reason);
-                done.extend(returned::<B>(&mut tx, sql).await?);
+            (false, Settlement::Retry { delay, reason }) => {
+                drop(conn);
+                retry_leases::<B>(self, &row, &held, *delay, reason).await?
             }
-            Settlement::Park { reason } => {
-                let sql = park_leases(name, &held, now, reason);
-                done.extend(returned::<B>(&mut tx, sql).await?);
+            (false, Settlement::Park { reason }) => {
+                let sql = park_leases(name, &held, now_micros().timestamp_micros(), reason);
+                returned::<B>(&mut conn, sql).await?.into_iter().collect()
             }
-        }
-        tx.commit().await.map_err(StoreError::from)?;
-        let stale = leases
-            .iter()
-            .zip(&held)
-            .filter(|(_, id)| !done.contains(&id.position))
-            .map(|(lease, _)| lease.clone())
+        };
+        // Each settled event counts once, for the first request naming it.
+        let answers = verified
+            .into_iter()
+            .zip(requests)
+            .map(|(held, leases)| {
+                let mut settled = Settled::default();
+                for (id, lease) in held?.iter().zip(leases) {
+                    match done.remove(&id.position) {
+                        true => settled.done += 1,
+                        false => settled.stale.push(lease.clone()),
+                    }
+                }
+                Ok(settled)
+            })
             .collect();
-        Ok(Settled {
-            done: done.len() as u64,
-            stale,
-        })
+        Ok(answers)
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -454,15 +455,16 @@ impl<B: SqlBackend> Subscriptions for B {
     }
 }
 
-/// The start of a select of subscription rows.
-const SUBSCRIPTION_COLUMNS: &str =
-    "SELECT name, definition, lease_key, cursor, created FROM subscriptions";
+/// The start of a select of subscription rows (more columns may follow).
+const SUBSCRIPTION_SELECT: &str = "SELECT name, definition, lease_key, cursor, created";
 
 /// Every subscription's row, by name.
 async fn all_rows<B: SqlBackend>(conn: &mut Conn<B>) -> Result<Vec<SubscriptionRow>, StoreError> {
     B::Db::fetch(
         conn,
-        Sql::new(&format!("{SUBSCRIPTION_COLUMNS} ORDER BY name")),
+        Sql::new(&format!(
+            "{SUBSCRIPTION_SELECT} FROM subscriptions ORDER BY name"
+        )),
     )
     .await
 }
@@ -474,7 +476,9 @@ async fn load<B: SqlBackend>(
     name: &str,
     lock: bool,
 ) -> Result<Option<SubscriptionRow>, StoreError> {
-    let mut sql = Sql::new(&format!("{SUBSCRIPTION_COLUMNS} WHERE name = "));
+    let mut sql = Sql::new(&format!(
+        "{SUBSCRIPTION_SELECT} FROM subscriptions WHERE name = "
+    ));
     sql.bind(name);
     if lock {
         sql.push(B::LOCK_ROWS);
@@ -562,11 +566,13 @@ async fn state_of<B: SqlBackend>(
     })
 }
 
-/// Parks the events whose leases ran out after their last allowed delivery.
-async fn park_expired<B: SqlBackend>(
+/// Parks the events at `positions`, whose leases ran out after their last
+/// allowed delivery.
+async fn park_exhausted<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
     definition: &SubscriptionDefinition,
+    positions: &[i64],
     now: i64,
 ) -> Result<(), StoreError> {
     let reason = format!(
@@ -582,22 +588,47 @@ async fn park_expired<B: SqlBackend>(
              WHERE subscription = ",
         )
         .bind(name)
-        .push(" AND parked_at IS NULL AND lease_expires <= ")
-        .bind(now)
-        .push(" AND attempt >= ")
-        .bind(i64::from(definition.max_deliveries));
+        .push(" AND global_position IN ")
+        .bind_list(positions);
     B::Db::execute(conn, sql).await?;
     Ok(())
 }
 
-/// Unsettled events that may be delivered now, oldest first: not parked,
-/// not leased (or their lease ran out), past their backoff, and, with
-/// ordering by stream, the earliest unsettled event of their stream whose
-/// stream has nothing in flight.
-fn ready_to_deliver(name: &str, definition: &SubscriptionDefinition, now: i64, max: usize) -> Sql {
-    let mut sql = Sql::new(
-        "SELECT global_position, attempt FROM subscription_events s WHERE subscription = ",
-    );
+/// A subscription's row, locked until the transaction ends (SQLite's write
+/// transactions hold the whole store already), with the head of the log and,
+/// with ordering by stream, how many events are unsettled (up to
+/// [`MAX_UNSETTLED`]): a turn's first round trip.
+async fn lock_for_turn<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    name: &str,
+) -> Result<Option<TurnRow>, StoreError> {
+    let mut sql = Sql::new(&format!(
+        "{SUBSCRIPTION_SELECT}, (SELECT max(global_position) FROM events) AS head, \
+         (SELECT count(*) FROM (SELECT 1 FROM subscription_events e \
+         WHERE e.subscription = subscriptions.name AND e.parked_at IS NULL LIMIT "
+    ));
+    sql.bind(MAX_UNSETTLED)
+        .push(") AS bounded) AS unsettled FROM subscriptions WHERE name = ")
+        .bind(name)
+        .push(B::LOCK_ROWS);
+    Ok(B::Db::fetch(conn, sql).await?.pop())
+}
+
+/// Unsettled events that may be delivered now, oldest first, with their
+/// events: not parked, not leased (or their lease ran out), past their
+/// backoff, and, with ordering by stream, the earliest unsettled event of
+/// their stream whose stream has nothing in flight.
+fn ready_to_deliver<B: SqlBackend>(
+    name: &str,
+    definition: &SubscriptionDefinition,
+    now: i64,
+    max: usize,
+) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "SELECT {}, r.attempt FROM events JOIN (SELECT global_position AS ready, attempt \
+         FROM subscription_events s WHERE subscription = ",
+        event_columns::<B>()
+    ));
     sql.bind(name)
         .push(" AND parked_at IS NULL AND available_at <= ")
         .bind(now)
@@ -620,44 +651,42 @@ fn ready_to_deliver(name: &str, definition: &SubscriptionDefinition, now: i64, m
         .push(")");
     }
     sql.push(" ORDER BY global_position LIMIT ")
-        .bind(max as i64);
+        .bind(max as i64)
+        .push(") r ON events.global_position = r.ready ORDER BY global_position");
     sql
 }
 
 /// Scans the source after the cursor for new events to lease, until the
-/// claim has `max` deliveries, the source is exhausted, or the scan's
-/// bound; the new cursor. With ordering by stream, an event whose stream
-/// has an unsettled event is recorded to wait its turn.
+/// claims have all they want, the source is exhausted, or the scan's bound;
+/// the new cursor. With ordering by stream, an event whose stream has an
+/// unsettled event is recorded to wait its turn.
 async fn scan_source<B: SqlBackend>(
     conn: &mut Conn<B>,
-    row: &SubscriptionRow,
+    turn: &TurnRow,
     definition: &SubscriptionDefinition,
-    max: usize,
     plan: &mut ClaimPlan<'_>,
     events: &mut Vec<RecordedEvent>,
 ) -> Result<i64, StoreError> {
+    let row = &turn.subscription;
     let mut cursor = row.cursor;
     let ordered = definition.ordering == DeliveryOrder::Stream;
-    if plan.leased.len() >= max {
-        return Ok(cursor);
-    }
-    if ordered && unsettled::<B>(conn, &row.name).await? >= MAX_UNSETTLED {
+    if plan.wanted() == 0 || (ordered && turn.unsettled.unwrap_or(0) >= MAX_UNSETTLED) {
         return Ok(cursor);
     }
     // Everything up to the head is committed and visible (the log never
     // shows an event behind one already seen), so a scan that reaches it
     // may move the cursor there even if the last events did not match.
-    let head = B::Db::fetch_int(conn, head()).await?.unwrap_or(0);
+    let head = turn.head.unwrap_or(0);
     let mut scanned = 0;
     // Streams with an unsettled event: in the store, or leased or left
-    // waiting by this claim's earlier chunks (not written yet).
+    // waiting by this turn's earlier chunks (not written yet).
     let mut busy: HashSet<String> = HashSet::new();
-    while plan.leased.len() < max && scanned < SCAN_PER_CLAIM && cursor < head {
+    while plan.wanted() > 0 && scanned < SCAN_PER_TURN && cursor < head {
         let chunk = match ordered {
-            true => (max - plan.leased.len()).max(100),
-            false => max - plan.leased.len(),
+            true => plan.wanted().max(100),
+            false => plan.wanted(),
         }
-        .min(SCAN_PER_CLAIM - scanned);
+        .min(SCAN_PER_TURN - scanned);
         let found =
             fetch_events::<B>(conn, source_events::<B>(definition, cursor, head, chunk)).await?;
         let exhausted = found.len() < chunk;
@@ -665,7 +694,7 @@ async fn scan_source<B: SqlBackend>(
             busy.extend(busy_streams::<B>(conn, &row.name, &found).await?);
         }
         for event in found {
-            if plan.leased.len() >= max {
+            if plan.wanted() == 0 {
                 break;
             }
             scanned += 1;
@@ -677,19 +706,12 @@ async fn scan_source<B: SqlBackend>(
             plan.lease(event.global_position, 1, Some(&event.stream));
             events.push(event);
         }
-        if exhausted && plan.leased.len() < max {
+        if exhausted && plan.wanted() > 0 {
             cursor = head;
             break;
         }
     }
     Ok(cursor)
-}
-
-/// How many events of a subscription are unsettled (parked ones aside).
-async fn unsettled<B: SqlBackend>(conn: &mut Conn<B>, name: &str) -> Result<i64, StoreError> {
-    let mut sql = Sql::new("SELECT count(*) FROM subscription_events WHERE subscription = ");
-    sql.bind(name).push(" AND parked_at IS NULL");
-    Ok(B::Db::fetch_int(conn, sql).await?.unwrap_or(0))
 }
 
 /// The streams among `events`' that have an unsettled event already.
@@ -825,12 +847,12 @@ fn source_count<B: SqlBackend>(definition: &SubscriptionDefinition, after: i64) 
 }
 
 /// Appends the match of rows still held under `leases`.
-fn match_leases(sql: &mut Sql, name: &str, leases: &[LeaseId]) {
+fn match_leases(sql: &mut Sql, name: &str, leases: &[&LeaseId]) {
     // A stored lease names its event, so matching the stored leases alone is
     // exact; the positions let the primary key find the rows. (Pairs in a
     // `VALUES` list were compared each with each: quadratic in the leases.)
     let positions: Vec<i64> = leases.iter().map(|lease| lease.position).collect();
-    let stored: Vec<String> = leases.iter().map(LeaseId::stored).collect();
+    let stored: Vec<String> = leases.iter().map(|lease| lease.stored()).collect();
     let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
     sql.push("subscription = ")
         .bind(name)
@@ -841,7 +863,7 @@ fn match_leases(sql: &mut Sql, name: &str, leases: &[LeaseId]) {
 }
 
 /// Parks the events still held under `leases`.
-fn park_leases(name: &str, leases: &[LeaseId], now: i64, reason: &str) -> Sql {
+fn park_leases(name: &str, leases: &[&LeaseId], now: i64, reason: &str) -> Sql {
     let mut sql = Sql::new("UPDATE subscription_events SET parked_at = ");
     sql.bind(now)
         .push(", reason = ")
@@ -851,10 +873,39 @@ fn park_leases(name: &str, leases: &[LeaseId], now: i64, reason: &str) -> Sql {
     sql
 }
 
+/// Retries the events still held under `leases` after `delay`, and parks
+/// those that had all their deliveries, in one transaction; their positions.
+async fn retry_leases<B: SqlBackend>(
+    backend: &B,
+    row: &SubscriptionRow,
+    leases: &[&LeaseId],
+    delay: Duration,
+    reason: &str,
+) -> Result<HashSet<i64>, SubscriptionError> {
+    let name = row.name.as_str();
+    let definition = parse_definition(row)?;
+    let now = now_micros().timestamp_micros();
+    let available = now.saturating_add(delay.as_micros().try_into().unwrap_or(i64::MAX));
+    let mut tx = backend.begin_write().await?;
+    let mut sql = Sql::new(
+        "UPDATE subscription_events SET lease = NULL, consumer = NULL, \
+         lease_expires = NULL, available_at = ",
+    );
+    sql.bind(available).push(" WHERE attempt < ");
+    sql.bind(i64::from(definition.max_deliveries)).push(" AND ");
+    match_leases(&mut sql, name, leases);
+    let mut done: HashSet<i64> = returned::<B>(&mut tx, sql).await?.into_iter().collect();
+    // The rest of those still held have had all their deliveries.
+    let sql = park_leases(name, leases, now, reason);
+    done.extend(returned::<B>(&mut tx, sql).await?);
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(done)
+}
+
 /// Runs a statement on subscription events, returning the positions it changed.
 async fn returned<B: SqlBackend>(conn: &mut Conn<B>, mut sql: Sql) -> Result<Vec<i64>, StoreError> {
-    sql.push(" RETURNING global_position, attempt");
-    let rows: Vec<UnsettledRow> = B::Db::fetch(conn, sql).await?;
+    sql.push(" RETURNING global_position");
+    let rows: Vec<PositionRow> = B::Db::fetch(conn, sql).await?;
     Ok(rows.into_iter().map(|r| r.global_position).collect())
 }
 
@@ -868,13 +919,19 @@ struct LeaseId {
 }
 
 impl LeaseId {
-    /// A new lease on the event at `position`, and its text.
-    fn issue(subscription: &str, key: &str, position: i64) -> (LeaseId, String) {
+    /// A token for the leases of one turn: an event is leased at most once
+    /// in a turn, so the token tells its lease from its earlier and later ones.
+    fn new_token() -> String {
         let mut token = [0u8; 9];
         getrandom::fill(&mut token).expect("the operating system provides randomness");
+        URL_SAFE_NO_PAD.encode(token)
+    }
+
+    /// A new lease on the event at `position` under `token`, and its text.
+    fn issue(subscription: &str, key: &str, position: i64, token: &str) -> (LeaseId, String) {
         let lease = LeaseId {
             position,
-            token: URL_SAFE_NO_PAD.encode(token),
+            token: token.to_owned(),
         };
         let text = format!(
             "{position}.{}.{}",
@@ -924,21 +981,36 @@ impl LeaseId {
 /// Bytes of the MAC kept in a lease: 128 bits cannot be guessed.
 const SIGNATURE_BYTES: usize = 16;
 
-/// The rows a claim writes: leases on events, and events that wait behind
-/// their streams' earlier ones.
+/// The rows a turn of claims writes: leases on events, and events that wait
+/// behind their streams' earlier ones.
 struct ClaimPlan<'a> {
     subscription: &'a str,
     key: &'a str,
-    consumer: &'a str,
-    expires: i64,
-    /// Leased events: position, stream (for new rows), attempt, lease.
+    /// The turn's lease token.
+    token: String,
+    /// The claims served, in order.
+    claims: Vec<Claimant<'a>>,
+    /// Leased events, oldest first (the ones delivered before, then new ones).
     leased: Vec<Leased>,
     /// New events that wait: position, stream.
     waiting: Vec<(i64, String)>,
 }
 
+/// A claim as a turn serves it.
+struct Claimant<'a> {
+    consumer: &'a str,
+    /// When its leases run out.
+    expires: i64,
+    /// Most events it takes.
+    max: usize,
+    /// Events leased to it so far.
+    leased: usize,
+}
+
 /// An event a claim leases.
 struct Leased {
+    /// Which of the turn's claims it goes to.
+    claim: usize,
     position: i64,
     /// Its stream, when the claim makes its row.
     stream: Option<String>,
@@ -948,23 +1020,55 @@ struct Leased {
 }
 
 impl<'a> ClaimPlan<'a> {
-    /// A claim by `consumer` whose leases run out at `expires`.
-    fn new(subscription: &'a str, key: &'a str, consumer: &'a str, expires: i64) -> Self {
+    /// A turn serving `claims` at `now`.
+    fn new(
+        subscription: &'a str,
+        key: &'a str,
+        claims: &'a [Claim],
+        definition: &SubscriptionDefinition,
+        now: i64,
+    ) -> Self {
+        let claims = claims
+            .iter()
+            .map(|claim| {
+                let lease_for = claim
+                    .lease_for
+                    .unwrap_or(Duration::from_millis(definition.ack_timeout_ms));
+                Claimant {
+                    consumer: &claim.consumer,
+                    expires: now
+                        .saturating_add(lease_for.as_micros().try_into().unwrap_or(i64::MAX)),
+                    max: claim.max,
+                    leased: 0,
+                }
+            })
+            .collect();
         ClaimPlan {
             subscription,
             key,
-            consumer,
-            expires,
+            token: LeaseId::new_token(),
+            claims,
             leased: Vec::new(),
             waiting: Vec::new(),
         }
     }
 
-    /// Leases an event for its `attempt`th delivery; `stream` for a newly
-    /// scanned event, whose row the claim makes.
+    /// How many more events the claims take.
+    fn wanted(&self) -> usize {
+        self.claims.iter().map(|c| c.max - c.leased).sum()
+    }
+
+    /// Leases an event for its `attempt`th delivery to the first claim that
+    /// wants more (none does once [`Self::wanted`] is 0: the event is left);
+    /// `stream` for a newly scanned event, whose row the turn makes.
     fn lease(&mut self, position: i64, attempt: i64, stream: Option<&str>) {
-        let (lease, text) = LeaseId::issue(self.subscription, self.key, position);
+        let Some(claim) = self.claims.iter().position(|c| c.leased < c.max) else {
+            return;
+        };
+        self.claims[claim].leased += 1;
+        let (lease, text) = LeaseId::issue(self.subscription, self.key, position, &self.token);
         self.leased.push(Leased {
+            claim,
             position,
             stream: stream.map(str::to_owned),
             attempt,
@@ -978,77 +1082,140 @@ impl<'a> ClaimPlan<'a> {
         self.waiting.push((position, stream.to_owned()));
     }
 
-    /// The deliveries, given the leased events (in any order).
-    fn deliveries(&self, mut events: Vec<RecordedEvent>) -> Vec<Delivery> {
+    /// Each claim's deliveries, oldest first, given the leased events (in
+    /// any order).
+    fn deliveries(&self, mut events: Vec<RecordedEvent>) -> Vec<Vec<Delivery>> {
         events.sort_by_key(|e| e.global_position);
-        let mut leased: Vec<&Leased> = self.leased.iter().collect();
-        leased.sort_by_key(|l| l.position);
+        let mut deliveries: Vec<Vec<Delivery>> = self.claims.iter().map(|_| Vec::new()).collect();
         // An event erased since it was scanned is skipped.
-        leased
-            .into_iter()
-            .filter_map(|l| {
-                let at = events
-                    .binary_search_by_key(&l.position, |e| e.global_position)
-                    .ok()?;
-                Some(Delivery {
-                    lease: l.text.clone(),
-                    attempt: l.attempt,
+        for leased in &self.leased {
+            if let Ok(at) = events.binary_search_by_key(&leased.position, |e| e.global_position) {
+                deliveries[leased.claim].push(Delivery {
+                    lease: leased.text.clone(),
+                    attempt: leased.attempt,
                     event: events[at].clone(),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        for list in &mut deliveries {
+            list.sort_by_key(|d| d.event.global_position);
+        }
+        deliveries
     }
 
-    /// Writes the leases and the waiting events: new rows inserted, rows
-    /// delivered before updated, in one statement.
+    /// Writes the leases and the waiting events: rows for new events
+    /// inserted, rows of events delivered before updated.
     async fn write<B: SqlBackend>(&self, conn: &mut Conn<B>) -> Result<(), StoreError> {
-        if self.leased.is_empty() && self.waiting.is_empty() {
+        let mut new = Vec::new();
+        let mut again = Vec::new();
+        for leased in &self.leased {
+            let claimant = &self.claims[leased.claim];
+            let row = RowWrite {
+                global_position: leased.position,
+                stream: leased.stream.as_deref().unwrap_or(""),
+                attempt: leased.attempt,
+                lease: Some(leased.lease.stored()),
+                consumer: Some(claimant.consumer),
+                lease_expires: Some(claimant.expires),
+            };
+            match leased.stream {
+                Some(_) => new.push(row),
+                None => again.push(row),
+            }
+        }
+        new.extend(self.waiting.iter().map(|(position, stream)| RowWrite {
+            global_position: *position,
+            stream,
+            attempt: 0,
+            lease: None,
+            consumer: None,
+            lease_expires: None,
+        }));
+        // Past the cursor, which only moves under the subscription's lock,
+        // no row of a new event exists yet: a plain insert. Rows delivered
+        // before are found by their key, one by one (an `UPDATE … FROM` lets
+        // SQLite scan the JSON once for every row of the subscription).
+        for (rows, upsert) in [(new, false), (again, true)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut sql = Sql::new(
+                "INSERT INTO subscription_events (subscription, global_position, stream, \
+                 attempt, lease, consumer, lease_expires, available_at) SELECT ",
+            );
+            sql.bind(self.subscription).push(
+                ", r.global_position, r.stream, r.attempt, r.lease, r.consumer, \
+                 r.lease_expires, 0 FROM ",
+            );
+            B::json_rows(&mut sql, to_json_rows(&rows), RowWrite::COLUMNS);
+            if upsert {
+                // `WHERE true` tells SQLite's parser the `ON` is no join's.
+                sql.push(
+                    " WHERE true ON CONFLICT (subscription, global_position) DO UPDATE SET \
+                     attempt = excluded.attempt, lease = excluded.lease, \
+                     consumer = excluded.consumer, lease_expires = excluded.lease_expires",
+                );
+            }
+            B::Db::execute(conn, sql).await?;
+        }
+        Ok(())
+    }
+
+    /// Records that the claims' consumers claimed at `now`.
+    async fn write_consumers<B: SqlBackend>(
+        &self,
+        conn: &mut Conn<B>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        // One row each: an upsert may not touch a row twice.
+        let consumers: BTreeSet<&str> = self.claims.iter().map(|c| c.consumer).collect();
+        if consumers.is_empty() {
             return Ok(());
         }
         let mut sql = Sql::new(
-            "INSERT INTO subscription_events (subscription, global_position, stream, attempt, \
-             lease, consumer, lease_expires, available_at) VALUES ",
+            "INSERT INTO subscription_consumers (subscription, consumer, last_claim) VALUES ",
         );
-        let mut first = true;
-        let mut row =
-            |sql: &mut Sql, position: i64, stream: &str, lease: Option<(&Leased, &str)>| {
-                sql.push(if first { "(" } else { ", (" });
-                first = false;
-                sql.bind(self.subscription)
-                    .push(", ")
-                    .bind(position)
-                    .push(", ")
-                    .bind(stream)
-                    .push(", ")
-                    .bind(lease.map_or(0, |(l, _)| l.attempt))
-                    .push(", ")
-                    .bind(lease.map(|(l, _)| l.lease.stored()).as_deref())
-                    .push(", ")
-                    .bind(lease.map(|(_, consumer)| consumer))
-                    .push(", ")
-                    .bind(lease.map(|_| self.expires))
-                    .push(", 0)");
-            };
-        for leased in &self.leased {
-            // A row delivered before keeps its stream: the update below
-            // leaves it alone.
-            let stream = leased.stream.as_deref().unwrap_or("");
-            row(
-                &mut sql,
-                leased.position,
-                stream,
-                Some((leased, self.consumer)),
-            );
-        }
-        for (position, stream) in &self.waiting {
-            row(&mut sql, *position, stream, None);
+        for (i, consumer) in consumers.into_iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .bind(self.subscription)
+                .push(", ")
+                .bind(consumer)
+                .push(", ")
+                .bind(now)
+                .push(")");
         }
         sql.push(
-            " ON CONFLICT (subscription, global_position) DO UPDATE SET \
-             attempt = excluded.attempt, lease = excluded.lease, consumer = excluded.consumer, \
-             lease_expires = excluded.lease_expires",
+            " ON CONFLICT (subscription, consumer) DO UPDATE SET last_claim = excluded.last_claim",
         );
         B::Db::execute(conn, sql).await?;
         Ok(())
     }
+}
+
+/// A row of `subscription_events` as a claim writes it.
+#[derive(serde::Serialize)]
+struct RowWrite<'a> {
+    global_position: i64,
+    stream: &'a str,
+    attempt: i64,
+    lease: Option<String>,
+    consumer: Option<&'a str>,
+    lease_expires: Option<i64>,
+}
+
+impl RowWrite<'_> {
+    /// Its columns, as [`SqlBackend::json_rows`] reads them.
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("global_position", "bigint"),
+        ("stream", "text"),
+        ("attempt", "bigint"),
+        ("lease", "text"),
+        ("consumer", "text"),
+        ("lease_expires", "bigint"),
+    ];
+}
+
+/// Rows as the JSON array [`SqlBackend::json_rows`] reads.
+fn to_json_rows(rows: &[RowWrite<'_>]) -> String {
+    serde_json::to_string(rows).expect("rows serialise")
 }

@@ -320,6 +320,77 @@ async fn a_poison_event_is_parked_and_the_rest_flow_past_it(app: TestApp) {
     );
 }
 
+async fn a_lease_that_runs_out_after_the_last_delivery_parks_its_event(app: TestApp) {
+    append(&app, "mail-1", "Queued", &[json!("lost"), json!("next")]).await;
+    subscribe(
+        &app,
+        "mail",
+        json!({"source": {"category": "mail"}, "max_deliveries": 2, "ack_timeout_ms": 200}),
+    )
+    .await;
+    // Two deliveries of the stream's first event, each left to run out.
+    for attempt in [1, 2] {
+        let deliveries = claim(&app, "mail", "dies", 10, 5000).await;
+        assert_eq!(seen(&deliveries), [("mail-1".into(), 0, attempt)]);
+    }
+    // The next claim parks it, and the stream's next event comes instead.
+    let next = claim(&app, "mail", "lives", 10, 5000).await;
+    assert_eq!(seen(&next), [("mail-1".into(), 1, 1)]);
+    let parked = app.get_json("/subscriptions/mail/parked").await;
+    let entry = &parked["parked"][0];
+    assert_eq!(entry["event"]["data"], "lost");
+    assert_eq!(entry["attempts"], 2);
+    assert_eq!(
+        entry["reason"],
+        "not acknowledged within ack_timeout_ms (200) after 2 deliveries"
+    );
+    let view = state(&app, "mail").await;
+    assert_eq!(
+        (view["parked"].as_i64(), view["in_flight"].as_i64()),
+        (Some(1), Some(1))
+    );
+}
+
+/// Claims and acks that arrive together share turns of the store (one
+/// consumer may claim several times at once): each claim gets events of its
+/// own, and a lease acknowledged twice at once counts once.
+async fn concurrent_claims_and_acks_share_turns(app: TestApp) {
+    const EVENTS: usize = 60;
+    let data: Vec<Value> = (0..EVENTS).map(|i| json!(i)).collect();
+    append(&app, "task-1", "Queued", &data).await;
+    subscribe(
+        &app,
+        "tasks",
+        json!({"source": {"category": "task"}, "ordering": "none"}),
+    )
+    .await;
+    let claims = (0..12).map(|c| claim(&app, "tasks", ["a", "b", "c"][c % 3], 5, 0));
+    let answers = join_all(claims).await;
+    let mut positions: Vec<i64> = answers
+        .iter()
+        .flatten()
+        .map(|d| d["event"]["position"].as_i64().unwrap())
+        .collect();
+    assert!(answers.iter().all(|deliveries| deliveries.len() <= 5));
+    positions.sort_unstable();
+    assert_eq!(positions, (0..EVENTS as i64).collect::<Vec<_>>());
+    let all: Vec<Value> = answers.into_iter().flatten().collect();
+    let all = leases(&all);
+    let acks = (0..4).map(|_| settle(&app, "tasks", "ack", &all, json!({})));
+    let settled = join_all(acks).await;
+    let done: u64 = settled.iter().map(|s| s["done"].as_u64().unwrap()).sum();
+    let stale: usize = settled
+        .iter()
+        .map(|s| s["stale"].as_array().unwrap().len())
+        .sum();
+    assert_eq!((done, stale), (EVENTS as u64, 3 * EVENTS));
+    let view = state(&app, "tasks").await;
+    assert_eq!(
+        (view["lag"].as_i64(), view["in_flight"].as_i64()),
+        (Some(0), Some(0))
+    );
+}
+
 async fn ordering_by_stream_holds_back_a_streams_later_events(app: TestApp) {
     append(&app, "cart-a", "Added", &[json!(0), json!(1), json!(2)]).await;
     append(&app, "cart-b", "Added", &[json!(0), json!(1)]).await;
@@ -994,6 +1065,8 @@ backend_tests!(
     claims_are_acknowledged_once_and_the_state_follows,
     an_expired_lease_reaches_another_consumer,
     a_poison_event_is_parked_and_the_rest_flow_past_it,
+    a_lease_that_runs_out_after_the_last_delivery_parks_its_event,
+    concurrent_claims_and_acks_share_turns,
     ordering_by_stream_holds_back_a_streams_later_events,
     sources_and_types_select_the_events,
     the_delivery_feed_keeps_its_consumer_within_max_in_flight,
