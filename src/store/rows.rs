@@ -191,9 +191,9 @@ pub(crate) struct TurnRow {
     pub subscription: SubscriptionRow,
     /// The head of the log.
     pub head: Option<i64>,
-    /// How many of its events are unsettled, parked ones aside (counted up
-    /// to a bound; only where ordering by stream needs it).
-    pub unsettled: Option<i64>,
+    /// The global position of its earliest unsettled event, parked ones
+    /// aside.
+    pub first_unsettled: Option<i64>,
 }
 
 /// An unsettled event of a subscription that may be delivered now, with

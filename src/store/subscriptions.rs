@@ -595,23 +595,44 @@ async fn park_exhausted<B: SqlBackend>(
 }
 
 /// A subscription's row, locked until the transaction ends (SQLite's write
-/// transactions hold the whole store already), with the head of the log and,
-/// with ordering by stream, how many events are unsettled (up to
-/// [`MAX_UNSETTLED`]): a turn's first round trip.
+/// transactions hold the whole store already), with the head of the log and
+/// its earliest unsettled event: a turn's first round trip.
 async fn lock_for_turn<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
 ) -> Result<Option<TurnRow>, StoreError> {
     let mut sql = Sql::new(&format!(
         "{SUBSCRIPTION_SELECT}, (SELECT max(global_position) FROM events) AS head, \
-         (SELECT count(*) FROM (SELECT 1 FROM subscription_events e \
-         WHERE e.subscription = subscriptions.name AND e.parked_at IS NULL LIMIT "
+         (SELECT min(global_position) FROM subscription_events e \
+         WHERE e.subscription = subscriptions.name AND e.parked_at IS NULL) AS first_unsettled \
+         FROM subscriptions WHERE name = "
     ));
-    sql.bind(MAX_UNSETTLED)
-        .push(") AS bounded) AS unsettled FROM subscriptions WHERE name = ")
-        .bind(name)
-        .push(B::LOCK_ROWS);
+    sql.bind(name).push(B::LOCK_ROWS);
     Ok(B::Db::fetch(conn, sql).await?.pop())
+}
+
+/// Whether a subscription has [`MAX_UNSETTLED`] events unsettled. They lie
+/// between its earliest unsettled event and its cursor, so they are counted
+/// only when that span is long enough to hold so many.
+async fn too_many_unsettled<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    turn: &TurnRow,
+) -> Result<bool, StoreError> {
+    let Some(first) = turn.first_unsettled else {
+        return Ok(false);
+    };
+    if turn.subscription.cursor - first + 1 < MAX_UNSETTLED {
+        return Ok(false);
+    }
+    let mut sql = Sql::new(
+        "SELECT count(*) FROM (SELECT 1 FROM subscription_events \
+         WHERE subscription = ",
+    );
+    sql.bind(turn.subscription.name.as_str())
+        .push(" AND parked_at IS NULL LIMIT ")
+        .bind(MAX_UNSETTLED)
+        .push(") AS bounded");
+    Ok(B::Db::fetch_int(conn, sql).await?.unwrap_or(0) >= MAX_UNSETTLED)
 }
 
 /// Unsettled events that may be delivered now, oldest first, with their
@@ -670,7 +691,7 @@ async fn scan_source<B: SqlBackend>(
     let row = &turn.subscription;
     let mut cursor = row.cursor;
     let ordered = definition.ordering == DeliveryOrder::Stream;
-    if plan.wanted() == 0 || (ordered && turn.unsettled.unwrap_or(0) >= MAX_UNSETTLED) {
+    if plan.wanted() == 0 || (ordered && too_many_unsettled::<B>(conn, turn).await?) {
         return Ok(cursor);
     }
     // Everything up to the head is committed and visible (the log never
