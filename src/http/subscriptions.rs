@@ -431,11 +431,10 @@ impl From<SubscriptionError> for ApiError {
 /// a read of the definition; a missing subscription is then the store's
 /// `404`.
 async fn claimable(caller: &Caller<Read>, state: &AppState, name: &str) -> ApiResult<()> {
-    check_subscription(name)?;
-    if !caller.reaches_everything() {
-        readable(caller, state, name).await?;
+    match caller.reaches_everything() {
+        true => check_subscription(name),
+        false => readable(caller, state, name).await.map(drop),
     }
-    Ok(())
 }
 
 /// A subscription's definition, after checking that the caller may read

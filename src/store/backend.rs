@@ -1,8 +1,9 @@
 //! What a SQL backend supplies so that every concern (`reads`, `snapshots`,
 //! `trace`, `checkpoints`, `diagnostics`) is written once for both databases:
 //! its pool, a consistent read transaction, the spelling of a time in
-//! microseconds, how it reads rows out of a JSON array, and its `EXPLAIN`. Appends differ more (each database
-//! serialises writers in its own way) and go through [`super::writer`].
+//! microseconds, how it reads rows out of a JSON array, and its `EXPLAIN`.
+//! Appends differ more (each database serialises writers in its own way) and
+//! go through [`super::writer`].
 
 use std::future::Future;
 use std::sync::Arc;

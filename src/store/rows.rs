@@ -212,12 +212,6 @@ impl ReadyRow {
     }
 }
 
-/// The global position of a subscription event a statement changed.
-#[derive(sqlx::FromRow)]
-pub(crate) struct PositionRow {
-    pub global_position: i64,
-}
-
 /// Counts over a subscription's unsettled events.
 #[derive(sqlx::FromRow)]
 pub(crate) struct TallyRow {

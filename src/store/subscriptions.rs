@@ -14,8 +14,8 @@
 //! its cost. Settlements match a row by position *and* lease token: a lease
 //! that expired and was taken by another consumer no longer matches, and is
 //! reported stale. Leases are signed with the subscription's own key, so one
-//! it never issued (forged,
-//! or another subscription's) is refused rather than called stale.
+//! it never issued (forged, or another subscription's) is refused rather than
+//! called stale.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -35,13 +35,12 @@ use super::model::{
 use super::queries::matching_positions;
 use super::reads::head;
 use super::rows::{
-    ConsumerRow, ParkedRow, PositionRow, ReadyRow, SubscriptionRow, TallyRow, TurnRow, from_micros,
+    ConsumerRow, ParkedRow, ReadyRow, SubscriptionRow, TallyRow, TurnRow, from_micros,
 };
 use super::sql::{Runner, Sql};
 
-/// Most source events one turn of claims scans: bounds a turn's time and
-/// statement size (its rows, at most this and the claims' total `max`, are
-/// written in one statement: within SQLite's 32,766 parameters).
+/// Most source events one turn of claims scans: bounds a turn's time and the
+/// rows it writes.
 const SCAN_PER_TURN: usize = 2000;
 
 /// With ordering by stream, a subscription stops scanning ahead once this
@@ -208,6 +207,11 @@ impl<B: SqlBackend> Subscriptions for B {
     #[tracing::instrument(level = "debug", skip(self))]
     async fn delete_subscription(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
+        // After a turn under way: the rows it writes are then visible to the
+        // deletes below, and no turn starts on a half-deleted subscription.
+        if load::<B>(&mut tx, name, true).await?.is_none() {
+            return Ok(false);
+        }
         for table in ["subscription_events", "subscription_consumers"] {
             let mut sql = Sql::new(&format!("DELETE FROM {table} WHERE subscription = "));
             sql.bind(name);
@@ -237,21 +241,7 @@ impl<B: SqlBackend> Subscriptions for B {
         // Events delivered before (or held back behind their stream) first,
         // then new ones from the source.
         let mut plan = ClaimPlan::new(name, &row.lease_key, claims, &definition, now);
-        let ready: Vec<ReadyRow> = B::Db::fetch(
-            &mut tx,
-            ready_to_deliver::<B>(name, &definition, now, plan.wanted()),
-        )
-        .await?;
-        // Those whose lease ran out after their last allowed delivery are
-        // parked instead (one statement, only when there are any).
-        let max_deliveries = i64::from(definition.max_deliveries);
-        let (exhausted, ready): (Vec<ReadyRow>, Vec<ReadyRow>) = ready
-            .into_iter()
-            .partition(|ready| ready.attempt >= max_deliveries);
-        if !exhausted.is_empty() {
-            let positions: Vec<i64> = exhausted.iter().map(ReadyRow::global_position).collect();
-            park_exhausted::<B>(&mut tx, name, &definition, &positions, now).await?;
-        }
+        let ready = ready_now::<B>(&mut tx, name, &definition, now, plan.wanted()).await?;
         let mut events = Vec::with_capacity(plan.wanted());
         for ready in ready {
             let event = RecordedEvent::try_from(ready.event)?;
@@ -299,31 +289,19 @@ impl<B: SqlBackend> Subscriptions for B {
             })
             .collect();
         let held: Vec<&LeaseId> = verified.iter().flatten().flatten().collect();
-        let mut done: HashSet<i64> = match (held.is_empty(), settlement) {
-            (true, _) => HashSet::new(),
-            // One statement, which commits alone.
-            (false, Settlement::Ack) => {
-                let mut sql = Sql::new("DELETE FROM subscription_events WHERE ");
-                match_leases(&mut sql, name, &held);
-                returned::<B>(&mut conn, sql).await?.into_iter().collect()
-            }
-            (false, Settlement::Retry { delay, reason }) => {
-                drop(conn);
-                retry_leases::<B>(self, &row, &held, *delay, reason).await?
-            }
-            (false, Settlement::Park { reason }) => {
-                let sql = park_leases(name, &held, now_micros().timestamp_micros(), reason);
-                returned::<B>(&mut conn, sql).await?.into_iter().collect()
-            }
+        drop(conn);
+        let mut done = match held.is_empty() {
+            true => HashSet::new(),
+            false => settle_leases::<B>(self, &row, &held, settlement).await?,
         };
-        // Each settled event counts once, for the first request naming it.
+        // Each lease settled counts once, for the first request naming it.
         let answers = verified
             .into_iter()
             .zip(requests)
             .map(|(held, leases)| {
                 let mut settled = Settled::default();
                 for (id, lease) in held?.iter().zip(leases) {
-                    match done.remove(&id.position) {
+                    match done.remove(&id.stored()) {
                         true => settled.done += 1,
                         false => settled.stale.push(lease.clone()),
                     }
@@ -594,9 +572,42 @@ async fn park_exhausted<B: SqlBackend>(
     Ok(())
 }
 
+/// The unsettled events that may be delivered now (at most `max`), their
+/// rows locked. Those whose lease ran out after their last allowed delivery
+/// are parked instead (a statement only when there are any), and then the
+/// query runs once more: their streams' next events may be ready now.
+async fn ready_now<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    name: &str,
+    definition: &SubscriptionDefinition,
+    now: i64,
+    max: usize,
+) -> Result<Vec<ReadyRow>, StoreError> {
+    let max_deliveries = i64::from(definition.max_deliveries);
+    let mut pass = 0;
+    loop {
+        let found: Vec<ReadyRow> =
+            B::Db::fetch(conn, ready_to_deliver::<B>(name, definition, now, max)).await?;
+        let (exhausted, ready): (Vec<ReadyRow>, Vec<ReadyRow>) = found
+            .into_iter()
+            .partition(|ready| ready.attempt >= max_deliveries);
+        if !exhausted.is_empty() {
+            let positions: Vec<i64> = exhausted.iter().map(ReadyRow::global_position).collect();
+            park_exhausted::<B>(conn, name, definition, &positions, now).await?;
+        }
+        pass += 1;
+        if exhausted.is_empty() || pass == 2 {
+            return Ok(ready);
+        }
+    }
+}
+
 /// A subscription's row, locked until the transaction ends (SQLite's write
 /// transactions hold the whole store already), with the head of the log and
-/// its earliest unsettled event: a turn's first round trip.
+/// its earliest unsettled event: a turn's first round trip. (Those two are
+/// read as the statement began, before any wait for the lock: an older head
+/// only bounds the scan lower, an older earliest event only the count of
+/// unsettled ones, by a turn's worth.)
 async fn lock_for_turn<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
@@ -671,8 +682,11 @@ fn ready_to_deliver<B: SqlBackend>(
         .bind(now)
         .push(")");
     }
+    // Locked: a late settlement of the lease that ran out then waits for
+    // this turn, and finds the lease it names gone.
     sql.push(" ORDER BY global_position LIMIT ")
         .bind(max as i64)
+        .push(B::LOCK_ROWS)
         .push(") r ON events.global_position = r.ready ORDER BY global_position");
     sql
 }
@@ -894,40 +908,63 @@ fn park_leases(name: &str, leases: &[&LeaseId], now: i64, reason: &str) -> Sql {
     sql
 }
 
-/// Retries the events still held under `leases` after `delay`, and parks
-/// those that had all their deliveries, in one transaction; their positions.
-async fn retry_leases<B: SqlBackend>(
+/// Acknowledges, retries or parks the events still held under `leases`, in
+/// one write transaction; the leases (as stored) that held.
+async fn settle_leases<B: SqlBackend>(
     backend: &B,
     row: &SubscriptionRow,
     leases: &[&LeaseId],
-    delay: Duration,
-    reason: &str,
-) -> Result<HashSet<i64>, SubscriptionError> {
+    settlement: &Settlement,
+) -> Result<HashSet<String>, SubscriptionError> {
     let name = row.name.as_str();
-    let definition = parse_definition(row)?;
     let now = now_micros().timestamp_micros();
-    let available = now.saturating_add(delay.as_micros().try_into().unwrap_or(i64::MAX));
     let mut tx = backend.begin_write().await?;
-    let mut sql = Sql::new(
-        "UPDATE subscription_events SET lease = NULL, consumer = NULL, \
-         lease_expires = NULL, available_at = ",
-    );
-    sql.bind(available).push(" WHERE attempt < ");
-    sql.bind(i64::from(definition.max_deliveries)).push(" AND ");
-    match_leases(&mut sql, name, leases);
-    let mut done: HashSet<i64> = returned::<B>(&mut tx, sql).await?.into_iter().collect();
-    // The rest of those still held have had all their deliveries.
-    let sql = park_leases(name, leases, now, reason);
-    done.extend(returned::<B>(&mut tx, sql).await?);
+    let held: HashSet<String> = match settlement {
+        Settlement::Ack => {
+            let mut sql = Sql::new("DELETE FROM subscription_events WHERE ");
+            match_leases(&mut sql, name, leases);
+            sql.push(" RETURNING lease");
+            B::Db::fetch_text(&mut tx, sql).await?.into_iter().collect()
+        }
+        // An update returns the lease it cleared as NULL: the rows still
+        // held are read (and locked) first.
+        Settlement::Retry { delay, reason } => {
+            let held = still_held::<B>(&mut tx, name, leases).await?;
+            let definition = parse_definition(row)?;
+            let available = now.saturating_add(delay.as_micros().try_into().unwrap_or(i64::MAX));
+            let mut sql = Sql::new(
+                "UPDATE subscription_events SET lease = NULL, consumer = NULL, \
+                 lease_expires = NULL, available_at = ",
+            );
+            sql.bind(available).push(" WHERE attempt < ");
+            sql.bind(i64::from(definition.max_deliveries)).push(" AND ");
+            match_leases(&mut sql, name, leases);
+            B::Db::execute(&mut tx, sql).await?;
+            // The rest of those still held have had all their deliveries.
+            B::Db::execute(&mut tx, park_leases(name, leases, now, reason)).await?;
+            held
+        }
+        Settlement::Park { reason } => {
+            let held = still_held::<B>(&mut tx, name, leases).await?;
+            B::Db::execute(&mut tx, park_leases(name, leases, now, reason)).await?;
+            held
+        }
+    };
     tx.commit().await.map_err(StoreError::from)?;
-    Ok(done)
+    Ok(held)
 }
 
-/// Runs a statement on subscription events, returning the positions it changed.
-async fn returned<B: SqlBackend>(conn: &mut Conn<B>, mut sql: Sql) -> Result<Vec<i64>, StoreError> {
-    sql.push(" RETURNING global_position");
-    let rows: Vec<PositionRow> = B::Db::fetch(conn, sql).await?;
-    Ok(rows.into_iter().map(|r| r.global_position).collect())
+/// The leases (as stored) among `leases` still held, their rows locked
+/// until the transaction ends.
+async fn still_held<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    name: &str,
+    leases: &[&LeaseId],
+) -> Result<HashSet<String>, StoreError> {
+    let mut sql = Sql::new("SELECT lease FROM subscription_events WHERE ");
+    match_leases(&mut sql, name, leases);
+    sql.push(B::LOCK_ROWS);
+    Ok(B::Db::fetch_text(conn, sql).await?.into_iter().collect())
 }
 
 /// A lease as the subscription issued it: `{position}.{token}.{signature}`.

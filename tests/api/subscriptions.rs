@@ -241,11 +241,14 @@ async fn an_expired_lease_reaches_another_consumer(app: TestApp) {
         seen(&redelivered),
         [("job-1".into(), 0, 2), ("job-1".into(), 1, 2)]
     );
-    // The dead consumer's late acknowledgement is stale; the live one's counts.
+    // The dead consumer's late acknowledgement is stale; the live one's
+    // counts, even named after it in the same request.
     let late = settle(&app, "jobs", "ack", &leases(&lost), json!({})).await;
     assert_eq!(late["done"], 0);
-    let done = settle(&app, "jobs", "ack", &leases(&redelivered), json!({})).await;
+    let both = [leases(&lost), leases(&redelivered)].concat();
+    let done = settle(&app, "jobs", "ack", &both, json!({})).await;
     assert_eq!(done["done"], 2);
+    assert_eq!(done["stale"], json!(leases(&lost)));
     assert_eq!(state(&app, "jobs").await["lag"], 0);
 }
 
