@@ -1048,7 +1048,8 @@ struct ClaimPlan<'a> {
     token: String,
     /// The claims served, in order.
     claims: Vec<Claimant<'a>>,
-    /// Leased events, oldest first (the ones delivered before, then new ones).
+    /// Leased events, oldest first: the ones delivered before (rows at or
+    /// before the cursor, in order), then new ones (after it, in order).
     leased: Vec<Leased>,
     /// New events that wait: position, stream.
     waiting: Vec<(i64, String)>,
@@ -1155,9 +1156,7 @@ impl<'a> ClaimPlan<'a> {
                 });
             }
         }
-        for list in &mut deliveries {
-            list.sort_by_key(|d| d.event.global_position);
-        }
+        // `leased` is oldest first, so each claim's list is too.
         deliveries
     }
 
