@@ -191,31 +191,60 @@ pub(crate) struct TurnRow {
     pub subscription: SubscriptionRow,
     /// The head of the log.
     pub head: Option<i64>,
-    /// The global position of its earliest unsettled event, parked ones
-    /// aside.
-    pub first_unsettled: Option<i64>,
+    /// The global position of its earliest event neither leased nor parked.
+    pub first_waiting: Option<i64>,
+    /// The global position of its earliest leased event.
+    pub first_leased: Option<i64>,
+    /// When its earliest lease runs out.
+    pub next_expiry: Option<i64>,
 }
 
-/// An unsettled event of a subscription that may be delivered now, with
-/// the event.
+impl TurnRow {
+    /// The global position of its earliest unsettled event, parked ones aside.
+    pub fn first_unsettled(&self) -> Option<i64> {
+        earliest(self.first_waiting, self.first_leased)
+    }
+}
+
+/// The earlier of two positions, either of which may be missing.
+pub(crate) fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// An unsettled, unleased event of a subscription that may be delivered now.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ReadyRow {
-    #[sqlx(flatten)]
-    pub event: EventRow,
+    pub global_position: i64,
+    pub stream: String,
     pub attempt: i64,
 }
 
-impl ReadyRow {
-    /// The event's global position.
-    pub fn global_position(&self) -> i64 {
-        self.event.global_position
-    }
+/// A source event as a turn of claims scans it: where it is, and its
+/// stream (the event itself is read after the turn, by each claim).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SourceRow {
+    pub global_position: i64,
+    pub stream: String,
+}
+
+/// A claim's leases, as settlements read them: the events still held, as
+/// the JSON array `subscription_leases.events` keeps.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LeaseRow {
+    pub token: String,
+    pub consumer: String,
+    pub expires: i64,
+    pub events: String,
 }
 
 /// Counts over a subscription's unsettled events.
 #[derive(sqlx::FromRow)]
 pub(crate) struct TallyRow {
-    pub first_unsettled: Option<i64>,
+    pub first_waiting: Option<i64>,
+    pub first_leased: Option<i64>,
     pub in_flight: Option<i64>,
     pub parked: Option<i64>,
 }

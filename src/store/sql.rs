@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
-    CheckpointRow, ConsumerRow, EventRow, KeyRow, ParkedRow, ReadyRow, SnapshotRow, StreamRow,
-    SubscriptionRow, TallyRow, TurnRow,
+    CheckpointRow, ConsumerRow, EventRow, KeyRow, LeaseRow, ParkedRow, ReadyRow, SnapshotRow,
+    SourceRow, StreamRow, SubscriptionRow, TallyRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -143,6 +143,8 @@ pub(crate) trait Runner:
     + DecodeRow<SubscriptionRow>
     + DecodeRow<TurnRow>
     + DecodeRow<ReadyRow>
+    + DecodeRow<SourceRow>
+    + DecodeRow<LeaseRow>
     + DecodeRow<TallyRow>
     + DecodeRow<ConsumerRow>
     + DecodeRow<ParkedRow>

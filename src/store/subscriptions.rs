@@ -1,23 +1,28 @@
 //! Managed subscriptions (API.md, Managed subscriptions): durable cursors over
 //! a source whose events are leased to competing consumers.
 //!
-//! The state lives in two tables. `subscriptions.cursor` says how far the
-//! source has been scanned; `subscription_events` holds every scanned event
-//! not yet acknowledged: waiting, leased, waiting out a retry's backoff, or
-//! parked. An acknowledgement deletes the row, so the table holds what is
-//! unsettled, not what was ever delivered.
+//! The state lives in three tables. `subscriptions.cursor` says how far the
+//! source has been scanned. Every scanned event not yet acknowledged is in
+//! one of two places: leased, in `subscription_leases` (one row per claim a
+//! turn served, listing the claim's events), or in `subscription_events`:
+//! waiting behind its stream's earlier events, waiting out a retry's
+//! backoff, due again after its lease ran out, or parked. An acknowledgement
+//! shortens or deletes its claim's row, so a delivery costs a share of one
+//! row where a row of its own cost an insert and a delete, and the tables
+//! hold what is unsettled, not what was ever delivered.
 //!
 //! Claims on one subscription take turns: each turn locks its subscription's
 //! row (`FOR UPDATE` on Postgres; SQLite's one write lock), so two turns, on
 //! one instance or two, never lease one event twice. A turn serves every
 //! claim waiting for it (the dispatcher gathers them), so consumers share
-//! its cost. Settlements match a row by position *and* lease token: a lease
-//! that expired and was taken by another consumer no longer matches, and is
-//! reported stale. Leases are signed with the subscription's own key, so one
-//! it never issued (forged, or another subscription's) is refused rather than
-//! called stale.
+//! its cost, and moves the events of leases that ran out back to
+//! `subscription_events`. Settlements find a lease by its claim's token and
+//! its event's position, under the row's lock: a lease that ran out and was
+//! moved back no longer matches, and is reported stale. Leases are signed
+//! with the subscription's own key, so one it never issued (forged, or
+//! another subscription's) is refused rather than called stale.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,13 +34,14 @@ use sha2::Sha256;
 use super::backend::{Conn, SqlBackend, connection, event_columns, fetch_events, now_micros};
 use super::error::{StoreError, SubscriptionError};
 use super::model::{
-    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, QueryItem,
-    RecordedEvent, Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
+    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, Lease, ParkedEvent, ParkedPage,
+    QueryItem, Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
 };
 use super::queries::matching_positions;
 use super::reads::head;
 use super::rows::{
-    ConsumerRow, ParkedRow, ReadyRow, SubscriptionRow, TallyRow, TurnRow, from_micros,
+    ConsumerRow, LeaseRow, ParkedRow, ReadyRow, SourceRow, SubscriptionRow, TallyRow, TurnRow,
+    earliest, from_micros,
 };
 use super::sql::{Runner, Sql};
 
@@ -77,13 +83,17 @@ pub trait Subscriptions: Send + Sync {
     async fn delete_subscription(&self, name: &str) -> Result<bool, StoreError>;
     /// Serves claims in one turn on the subscription: the events available
     /// now, oldest first, go to the claims in the order given, each up to
-    /// its `max`. One list of deliveries per claim, empty when nothing was
-    /// left for it (waiting is the caller's).
+    /// its `max`. One list of leases per claim, empty when nothing was left
+    /// for it (waiting is the caller's).
     async fn claim(
         &self,
         name: &str,
         claims: &[Claim],
-    ) -> Result<Vec<Vec<Delivery>>, SubscriptionError>;
+    ) -> Result<Vec<Vec<Lease>>, SubscriptionError>;
+    /// The events of leases as deliveries, in the leases' order: read after
+    /// the turn that leased them, so that claims read theirs side by side
+    /// instead of inside the turn. An event erased since is left out.
+    async fn deliveries(&self, leases: Vec<Lease>) -> Result<Vec<Delivery>, StoreError>;
     /// Acknowledges, retries or parks the events of several requests'
     /// leases in one transaction; what each request settled, in order (a
     /// lease two requests name counts for the first). A request naming a
@@ -212,7 +222,11 @@ impl<B: SqlBackend> Subscriptions for B {
         if load::<B>(&mut tx, name, true).await?.is_none() {
             return Ok(false);
         }
-        for table in ["subscription_events", "subscription_consumers"] {
+        for table in [
+            "subscription_events",
+            "subscription_leases",
+            "subscription_consumers",
+        ] {
             let mut sql = Sql::new(&format!("DELETE FROM {table} WHERE subscription = "));
             sql.bind(name);
             B::Db::execute(&mut tx, sql).await?;
@@ -229,7 +243,7 @@ impl<B: SqlBackend> Subscriptions for B {
         &self,
         name: &str,
         claims: &[Claim],
-    ) -> Result<Vec<Vec<Delivery>>, SubscriptionError> {
+    ) -> Result<Vec<Vec<Lease>>, SubscriptionError> {
         let mut tx = self.begin_write().await?;
         let turn = lock_for_turn::<B>(&mut tx, name)
             .await?
@@ -237,19 +251,32 @@ impl<B: SqlBackend> Subscriptions for B {
         let row = &turn.subscription;
         let definition = parse_definition(row)?;
         let now = now_micros().timestamp_micros();
+        let returned = match turn.next_expiry.is_some_and(|at| at <= now) {
+            true => return_expired::<B>(&mut tx, name, &definition, now).await?,
+            false => false,
+        };
+        // With ordering by stream, a stream with an event in flight waits.
+        let in_flight = match definition.ordering {
+            DeliveryOrder::Stream => leased_streams::<B>(&mut tx, name).await?,
+            DeliveryOrder::None => HashSet::new(),
+        };
 
         // Events delivered before (or held back behind their stream) first,
         // then new ones from the source.
         let mut plan = ClaimPlan::new(name, &row.lease_key, claims, &definition, now);
-        let ready = ready_now::<B>(&mut tx, name, &definition, now, plan.wanted()).await?;
-        let mut events = Vec::with_capacity(plan.wanted());
-        for ready in ready {
-            let event = RecordedEvent::try_from(ready.event)?;
-            plan.lease(event.global_position, ready.attempt + 1, None);
-            events.push(event);
+        if turn.first_waiting.is_some() || returned {
+            let wanted = plan.wanted();
+            for ready in ready_now::<B>(&mut tx, name, &definition, &in_flight, now, wanted).await?
+            {
+                let event = HeldEvent {
+                    position: ready.global_position,
+                    attempt: ready.attempt + 1,
+                    stream: ready.stream,
+                };
+                plan.lease(event, true);
+            }
         }
-        let cursor = scan_source::<B>(&mut tx, &turn, &definition, &mut plan, &mut events).await?;
-        let deliveries = plan.deliveries(events);
+        let cursor = scan_source::<B>(&mut tx, &turn, &definition, in_flight, &mut plan).await?;
         plan.write::<B>(&mut tx).await?;
         if cursor != row.cursor {
             let mut sql = Sql::new("UPDATE subscriptions SET cursor = ");
@@ -258,6 +285,29 @@ impl<B: SqlBackend> Subscriptions for B {
         }
         plan.write_consumers::<B>(&mut tx, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        Ok(plan.leases())
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, leases))]
+    async fn deliveries(&self, leases: Vec<Lease>) -> Result<Vec<Delivery>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let positions: Vec<i64> = leases.iter().map(|lease| lease.position).collect();
+        let mut conn = connection(self).await?;
+        let events = fetch_events::<B>(&mut conn, events_at::<B>(&positions)).await?;
+        // Both in global order (a claim's leases are oldest first).
+        let mut events = events.into_iter().peekable();
+        let mut deliveries = Vec::with_capacity(leases.len());
+        for lease in leases {
+            if let Some(event) = events.next_if(|e| e.global_position == lease.position) {
+                deliveries.push(Delivery {
+                    lease: lease.text,
+                    attempt: lease.attempt,
+                    event,
+                });
+            }
+        }
         Ok(deliveries)
     }
 
@@ -388,11 +438,14 @@ impl<B: SqlBackend> Subscriptions for B {
 
     #[tracing::instrument(level = "debug", skip(self))]
     async fn in_flight(&self, name: &str, consumer: &str) -> Result<i64, StoreError> {
-        let mut sql = Sql::new("SELECT count(*) FROM subscription_events WHERE subscription = ");
+        let mut sql = Sql::new(
+            "SELECT CAST(coalesce(sum(held), 0) AS BIGINT) FROM subscription_leases \
+             WHERE subscription = ",
+        );
         sql.bind(name)
             .push(" AND consumer = ")
             .bind(consumer)
-            .push(" AND parked_at IS NULL AND lease_expires > ")
+            .push(" AND expires > ")
             .bind(now_micros().timestamp_micros());
         let mut conn = connection(self).await?;
         Ok(B::Db::fetch_int(&mut conn, sql).await?.unwrap_or(0))
@@ -464,9 +517,10 @@ async fn load<B: SqlBackend>(
     Ok(B::Db::fetch(conn, sql).await?.pop())
 }
 
-/// A definition as stored.
-fn to_json(definition: &SubscriptionDefinition) -> String {
-    serde_json::to_string(definition).expect("a definition serialises")
+/// A value as JSON: a definition as stored, or rows as
+/// [`SqlBackend::json_rows`] reads them.
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
 }
 
 /// The definition a row stores.
@@ -486,34 +540,44 @@ async fn state_of<B: SqlBackend>(
 ) -> Result<SubscriptionState, StoreError> {
     let definition = parse_definition(&row)?;
     let now = now_micros().timestamp_micros();
+    let name = row.name.as_str();
     let mut sql = Sql::new(
-        "SELECT min(CASE WHEN parked_at IS NULL THEN global_position END) AS first_unsettled, \
-         sum(CASE WHEN parked_at IS NULL AND lease_expires > ",
+        "SELECT (SELECT min(global_position) FROM subscription_events \
+         WHERE subscription = ",
     );
-    sql.bind(now)
+    sql.bind(name)
         .push(
-            " THEN 1 ELSE 0 END) AS in_flight, \
-             sum(CASE WHEN parked_at IS NOT NULL THEN 1 ELSE 0 END) AS parked \
-             FROM subscription_events WHERE subscription = ",
+            " AND parked_at IS NULL) AS first_waiting, \
+             (SELECT min(first_position) FROM subscription_leases WHERE subscription = ",
         )
-        .bind(row.name.as_str());
+        .bind(name)
+        .push(
+            ") AS first_leased, (SELECT CAST(sum(held) AS BIGINT) FROM subscription_leases \
+             WHERE subscription = ",
+        )
+        .bind(name)
+        .push(" AND expires > ")
+        .bind(now)
+        .push(") AS in_flight, (SELECT count(*) FROM subscription_events WHERE subscription = ")
+        .bind(name)
+        .push(" AND parked_at IS NOT NULL) AS parked");
     let tally: Option<TallyRow> = B::Db::fetch(conn, sql).await?.pop();
     let tally = tally.unwrap_or(TallyRow {
-        first_unsettled: None,
+        first_waiting: None,
+        first_leased: None,
         in_flight: None,
         parked: None,
     });
-    let position = tally
-        .first_unsettled
+    let position = earliest(tally.first_waiting, tally.first_leased)
         .map_or(row.cursor, |first| (first - 1).min(row.cursor));
     let head = B::Db::fetch_int(conn, head()).await?.unwrap_or(0);
     let lag = B::Db::fetch_int(conn, source_count::<B>(&definition, position))
         .await?
         .unwrap_or(0);
     let mut sql = Sql::new(
-        "SELECT c.consumer, c.last_claim, (SELECT count(*) FROM subscription_events s \
-         WHERE s.subscription = c.subscription AND s.consumer = c.consumer \
-         AND s.parked_at IS NULL AND s.lease_expires > ",
+        "SELECT c.consumer, c.last_claim, (SELECT CAST(coalesce(sum(l.held), 0) AS BIGINT) \
+         FROM subscription_leases l WHERE l.subscription = c.subscription \
+         AND l.consumer = c.consumer AND l.expires > ",
     );
     sql.bind(now)
         .push(") AS in_flight FROM subscription_consumers c WHERE c.subscription = ")
@@ -544,70 +608,87 @@ async fn state_of<B: SqlBackend>(
     })
 }
 
-/// Parks the events at `positions`, whose leases ran out after their last
-/// allowed delivery.
-async fn park_exhausted<B: SqlBackend>(
+/// Moves the events of a subscription's leases that ran out back to
+/// `subscription_events`: due again at once, or parked after their last
+/// allowed delivery. Whether there were any.
+async fn return_expired<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
     definition: &SubscriptionDefinition,
-    positions: &[i64],
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
+    sql.bind(name)
+        .push(" AND expires <= ")
+        .bind(now)
+        .push(" RETURNING events");
+    let mut events = Vec::new();
+    for text in B::Db::fetch_text(conn, sql).await? {
+        events.extend(HeldEvent::parse_list(&text)?);
+    }
     let reason = format!(
         "not acknowledged within ack_timeout_ms ({}) after {} deliveries",
         definition.ack_timeout_ms, definition.max_deliveries
     );
-    let mut sql = Sql::new("UPDATE subscription_events SET parked_at = ");
-    sql.bind(now)
-        .push(", reason = ")
-        .bind(reason.as_str())
-        .push(
-            ", lease = NULL, consumer = NULL, lease_expires = NULL \
-             WHERE subscription = ",
-        )
-        .bind(name)
-        .push(" AND global_position IN ")
-        .bind_list(positions);
+    let max_deliveries = i64::from(definition.max_deliveries);
+    let rows: Vec<Unleased> = events
+        .iter()
+        .map(|event| match event.attempt < max_deliveries {
+            true => Unleased::due(event, 0),
+            false => Unleased::parked(event, now, &reason),
+        })
+        .collect();
+    insert_unleased::<B>(conn, name, &rows).await?;
+    Ok(!events.is_empty())
+}
+
+/// Writes events that are not (or no longer) leased to `subscription_events`.
+async fn insert_unleased<B: SqlBackend>(
+    conn: &mut Conn<B>,
+    name: &str,
+    rows: &[Unleased<'_>],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Each event is in one place only (a lease, a row, or settled), so no
+    // row of these exists.
+    let mut sql = Sql::new(
+        "INSERT INTO subscription_events (subscription, global_position, stream, attempt, \
+         available_at, parked_at, reason) SELECT ",
+    );
+    sql.bind(name).push(
+        ", r.global_position, r.stream, r.attempt, r.available_at, r.parked_at, r.reason FROM ",
+    );
+    B::json_rows(&mut sql, to_json(rows), Unleased::COLUMNS);
     B::Db::execute(conn, sql).await?;
     Ok(())
 }
 
-/// The unsettled events that may be delivered now (at most `max`), their
-/// rows locked. Those whose lease ran out after their last allowed delivery
-/// are parked instead (a statement only when there are any), and then the
-/// query runs once more: their streams' next events may be ready now.
-async fn ready_now<B: SqlBackend>(
+/// The streams of a subscription's leased events.
+async fn leased_streams<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
-    definition: &SubscriptionDefinition,
-    now: i64,
-    max: usize,
-) -> Result<Vec<ReadyRow>, StoreError> {
-    let max_deliveries = i64::from(definition.max_deliveries);
-    let mut pass = 0;
-    loop {
-        let found: Vec<ReadyRow> =
-            B::Db::fetch(conn, ready_to_deliver::<B>(name, definition, now, max)).await?;
-        let (exhausted, ready): (Vec<ReadyRow>, Vec<ReadyRow>) = found
-            .into_iter()
-            .partition(|ready| ready.attempt >= max_deliveries);
-        if !exhausted.is_empty() {
-            let positions: Vec<i64> = exhausted.iter().map(ReadyRow::global_position).collect();
-            park_exhausted::<B>(conn, name, definition, &positions, now).await?;
-        }
-        pass += 1;
-        if exhausted.is_empty() || pass == 2 {
-            return Ok(ready);
-        }
+) -> Result<HashSet<String>, StoreError> {
+    let mut sql = Sql::new("SELECT events FROM subscription_leases WHERE subscription = ");
+    sql.bind(name);
+    let mut streams = HashSet::new();
+    for text in B::Db::fetch_text(conn, sql).await? {
+        streams.extend(
+            HeldEvent::parse_list(&text)?
+                .into_iter()
+                .map(|event| event.stream),
+        );
     }
+    Ok(streams)
 }
 
 /// A subscription's row, locked until the transaction ends (SQLite's write
-/// transactions hold the whole store already), with the head of the log and
-/// its earliest unsettled event: a turn's first round trip. (Those two are
-/// read as the statement began, before any wait for the lock: an older head
-/// only bounds the scan lower, an older earliest event only the count of
-/// unsettled ones, by a turn's worth.)
+/// transactions hold the whole store already), with the head of the log,
+/// its earliest unsettled events and its earliest lease expiry: a turn's
+/// first round trip. (The rest is read as the statement began, before any
+/// wait for the lock: an older head only bounds the scan lower, and what
+/// another turn or a settlement wrote meanwhile waits for the next turn.)
 async fn lock_for_turn<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
@@ -615,7 +696,11 @@ async fn lock_for_turn<B: SqlBackend>(
     let mut sql = Sql::new(&format!(
         "{SUBSCRIPTION_SELECT}, (SELECT max(global_position) FROM events) AS head, \
          (SELECT min(global_position) FROM subscription_events e \
-         WHERE e.subscription = subscriptions.name AND e.parked_at IS NULL) AS first_unsettled \
+         WHERE e.subscription = subscriptions.name AND e.parked_at IS NULL) AS first_waiting, \
+         (SELECT min(first_position) FROM subscription_leases l \
+         WHERE l.subscription = subscriptions.name) AS first_leased, \
+         (SELECT min(expires) FROM subscription_leases l \
+         WHERE l.subscription = subscriptions.name) AS next_expiry \
          FROM subscriptions WHERE name = "
     ));
     sql.bind(name).push(B::LOCK_ROWS);
@@ -629,78 +714,90 @@ async fn too_many_unsettled<B: SqlBackend>(
     conn: &mut Conn<B>,
     turn: &TurnRow,
 ) -> Result<bool, StoreError> {
-    let Some(first) = turn.first_unsettled else {
+    let Some(first) = turn.first_unsettled() else {
         return Ok(false);
     };
     if turn.subscription.cursor - first + 1 < MAX_UNSETTLED {
         return Ok(false);
     }
+    let name = turn.subscription.name.as_str();
     let mut sql = Sql::new(
-        "SELECT count(*) FROM (SELECT 1 FROM subscription_events \
+        "SELECT CAST((SELECT count(*) FROM (SELECT 1 FROM subscription_events \
          WHERE subscription = ",
     );
-    sql.bind(turn.subscription.name.as_str())
+    sql.bind(name)
         .push(" AND parked_at IS NULL LIMIT ")
         .bind(MAX_UNSETTLED)
-        .push(") AS bounded");
+        .push(
+            ") AS bounded) + (SELECT coalesce(sum(held), 0) FROM subscription_leases \
+             WHERE subscription = ",
+        )
+        .bind(name)
+        .push(") AS BIGINT)");
     Ok(B::Db::fetch_int(conn, sql).await?.unwrap_or(0) >= MAX_UNSETTLED)
 }
 
-/// Unsettled events that may be delivered now, oldest first, with their
-/// events: not parked, not leased (or their lease ran out), past their
-/// backoff, and, with ordering by stream, the earliest unsettled event of
-/// their stream whose stream has nothing in flight.
-fn ready_to_deliver<B: SqlBackend>(
+/// The events neither leased nor parked that may be delivered now (at most
+/// `max`), oldest first: past their backoff and, with ordering by stream,
+/// the earliest of their stream, of a stream with nothing `in_flight`.
+async fn ready_now<B: SqlBackend>(
+    conn: &mut Conn<B>,
     name: &str,
     definition: &SubscriptionDefinition,
+    in_flight: &HashSet<String>,
     now: i64,
     max: usize,
-) -> Sql {
-    let mut sql = Sql::new(&format!(
-        "SELECT {}, r.attempt FROM events JOIN (SELECT global_position AS ready, attempt \
-         FROM subscription_events s WHERE subscription = ",
-        event_columns::<B>()
-    ));
+) -> Result<Vec<ReadyRow>, StoreError> {
+    let mut sql = Sql::new(
+        "SELECT global_position, stream, attempt FROM subscription_events s \
+         WHERE subscription = ",
+    );
     sql.bind(name)
         .push(" AND parked_at IS NULL AND available_at <= ")
-        .bind(now)
-        .push(" AND (lease_expires IS NULL OR lease_expires <= ")
-        .bind(now)
-        .push(")");
+        .bind(now);
     if definition.ordering == DeliveryOrder::Stream {
-        // An earlier unsettled event of the stream is either in flight or
-        // itself waiting; a later one in flight came first (this one was
-        // parked, then replayed): either way this one waits.
         sql.push(
             " AND NOT EXISTS (SELECT 1 FROM subscription_events o \
              WHERE o.subscription = s.subscription AND o.stream = s.stream \
-             AND o.parked_at IS NULL AND o.global_position < s.global_position) \
-             AND NOT EXISTS (SELECT 1 FROM subscription_events o \
-             WHERE o.subscription = s.subscription AND o.stream = s.stream \
-             AND o.global_position > s.global_position AND o.lease_expires > ",
-        )
-        .bind(now)
-        .push(")");
+             AND o.parked_at IS NULL AND o.global_position < s.global_position)",
+        );
+        // An event of the stream in flight came first, even a later one
+        // (this one was parked, then replayed).
+        if !in_flight.is_empty() {
+            let streams: Vec<StreamOf> =
+                in_flight.iter().map(|stream| StreamOf { stream }).collect();
+            sql.push(" AND s.stream NOT IN (SELECT r.stream FROM ");
+            B::json_rows(&mut sql, to_json(&streams), StreamOf::COLUMNS);
+            sql.push(")");
+        }
     }
-    // Locked: a late settlement of the lease that ran out then waits for
-    // this turn, and finds the lease it names gone.
     sql.push(" ORDER BY global_position LIMIT ")
-        .bind(max as i64)
-        .push(B::LOCK_ROWS)
-        .push(") r ON events.global_position = r.ready ORDER BY global_position");
-    sql
+        .bind(max as i64);
+    B::Db::fetch(conn, sql).await
+}
+
+/// A stream's name, as a row of [`SqlBackend::json_rows`].
+#[derive(serde::Serialize)]
+struct StreamOf<'a> {
+    stream: &'a str,
+}
+
+impl StreamOf<'_> {
+    /// Its column, as [`SqlBackend::json_rows`] reads it.
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[("stream", "text")];
 }
 
 /// Scans the source after the cursor for new events to lease, until the
 /// claims have all they want, the source is exhausted, or the scan's bound;
 /// the new cursor. With ordering by stream, an event whose stream has an
-/// unsettled event is recorded to wait its turn.
+/// unsettled event (`in_flight`, or in `subscription_events`) is recorded to
+/// wait its turn.
 async fn scan_source<B: SqlBackend>(
     conn: &mut Conn<B>,
     turn: &TurnRow,
     definition: &SubscriptionDefinition,
+    in_flight: HashSet<String>,
     plan: &mut ClaimPlan<'_>,
-    events: &mut Vec<RecordedEvent>,
 ) -> Result<i64, StoreError> {
     let row = &turn.subscription;
     let mut cursor = row.cursor;
@@ -715,15 +812,15 @@ async fn scan_source<B: SqlBackend>(
     let mut scanned = 0;
     // Streams with an unsettled event: in the store, or leased or left
     // waiting by this turn's earlier chunks (not written yet).
-    let mut busy: HashSet<String> = HashSet::new();
+    let mut busy = in_flight;
     while plan.wanted() > 0 && scanned < SCAN_PER_TURN && cursor < head {
         let chunk = match ordered {
             true => plan.wanted().max(100),
             false => plan.wanted(),
         }
         .min(SCAN_PER_TURN - scanned);
-        let found =
-            fetch_events::<B>(conn, source_events::<B>(definition, cursor, head, chunk)).await?;
+        let found: Vec<SourceRow> =
+            B::Db::fetch(conn, source_events(definition, cursor, head, chunk)).await?;
         let exhausted = found.len() < chunk;
         if ordered {
             busy.extend(busy_streams::<B>(conn, &row.name, &found).await?);
@@ -734,12 +831,19 @@ async fn scan_source<B: SqlBackend>(
             }
             scanned += 1;
             cursor = event.global_position;
+            let event = HeldEvent {
+                position: event.global_position,
+                attempt: 1,
+                stream: event.stream,
+            };
             if ordered && !busy.insert(event.stream.clone()) {
-                plan.wait(event.global_position, &event.stream);
+                plan.waiting.push(HeldEvent {
+                    attempt: 0,
+                    ..event
+                });
                 continue;
             }
-            plan.lease(event.global_position, 1, Some(&event.stream));
-            events.push(event);
+            plan.lease(event, false);
         }
         if exhausted && plan.wanted() > 0 {
             cursor = head;
@@ -749,11 +853,12 @@ async fn scan_source<B: SqlBackend>(
     Ok(cursor)
 }
 
-/// The streams among `events`' that have an unsettled event already.
+/// The streams among `events`' that have an event in `subscription_events`
+/// already.
 async fn busy_streams<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
-    events: &[RecordedEvent],
+    events: &[SourceRow],
 ) -> Result<HashSet<String>, StoreError> {
     if events.is_empty() {
         return Ok(HashSet::new());
@@ -767,13 +872,22 @@ async fn busy_streams<B: SqlBackend>(
     Ok(B::Db::fetch_text(conn, sql).await?.into_iter().collect())
 }
 
-/// Events by global position, in global order.
+/// Events by global position (at least one), in global order.
 fn events_at<B: SqlBackend>(positions: &[i64]) -> Sql {
+    let first = positions.iter().min().copied().unwrap_or(0);
+    let last = positions.iter().max().copied().unwrap_or(0);
+    // The range lets the planner see an index range scan even when a young
+    // table's statistics make a full scan look cheaper than the list.
     let mut sql = Sql::new(&format!(
-        "SELECT {} FROM events WHERE global_position IN ",
+        "SELECT {} FROM events WHERE global_position BETWEEN ",
         event_columns::<B>()
     ));
-    sql.bind_list(positions).push(" ORDER BY global_position");
+    sql.bind(first)
+        .push(" AND ")
+        .bind(last)
+        .push(" AND global_position IN ")
+        .bind_list(positions)
+        .push(" ORDER BY global_position");
     sql
 }
 
@@ -846,18 +960,11 @@ fn source_filter(
     true
 }
 
-/// Up to `limit` source events after `after`, up to `head`, in global order.
-fn source_events<B: SqlBackend>(
-    definition: &SubscriptionDefinition,
-    after: i64,
-    head: i64,
-    limit: usize,
-) -> Sql {
+/// Up to `limit` source events after `after`, up to `head`, in global
+/// order: their positions and streams.
+fn source_events(definition: &SubscriptionDefinition, after: i64, head: i64, limit: usize) -> Sql {
     let limit = limit as i64;
-    let mut sql = Sql::new(&format!(
-        "SELECT {} FROM events WHERE",
-        event_columns::<B>()
-    ));
+    let mut sql = Sql::new("SELECT global_position, stream FROM events WHERE");
     if !source_filter(&mut sql, definition, after, limit) {
         sql.push(" AND 1 = 0");
     }
@@ -881,33 +988,6 @@ fn source_count<B: SqlBackend>(definition: &SubscriptionDefinition, after: i64) 
     sql
 }
 
-/// Appends the match of rows still held under `leases`.
-fn match_leases(sql: &mut Sql, name: &str, leases: &[&LeaseId]) {
-    // A stored lease names its event, so matching the stored leases alone is
-    // exact; the positions let the primary key find the rows. (Pairs in a
-    // `VALUES` list were compared each with each: quadratic in the leases.)
-    let positions: Vec<i64> = leases.iter().map(|lease| lease.position).collect();
-    let stored: Vec<String> = leases.iter().map(|lease| lease.stored()).collect();
-    let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
-    sql.push("subscription = ")
-        .bind(name)
-        .push(" AND parked_at IS NULL AND lease_expires IS NOT NULL AND global_position IN ")
-        .bind_list(&positions)
-        .push(" AND lease IN ")
-        .bind_list(&stored);
-}
-
-/// Parks the events still held under `leases`.
-fn park_leases(name: &str, leases: &[&LeaseId], now: i64, reason: &str) -> Sql {
-    let mut sql = Sql::new("UPDATE subscription_events SET parked_at = ");
-    sql.bind(now)
-        .push(", reason = ")
-        .bind(reason)
-        .push(", lease = NULL, consumer = NULL, lease_expires = NULL WHERE ");
-    match_leases(&mut sql, name, leases);
-    sql
-}
-
 /// Acknowledges, retries or parks the events still held under `leases`, in
 /// one write transaction; the leases (as stored) that held.
 async fn settle_leases<B: SqlBackend>(
@@ -918,53 +998,227 @@ async fn settle_leases<B: SqlBackend>(
 ) -> Result<HashSet<String>, SubscriptionError> {
     let name = row.name.as_str();
     let now = now_micros().timestamp_micros();
+    let mut wanted: HashMap<&str, HashSet<i64>> = HashMap::new();
+    for lease in leases {
+        wanted
+            .entry(lease.token.as_str())
+            .or_default()
+            .insert(lease.position);
+    }
+    let tokens: Vec<&str> = wanted.keys().copied().collect();
     let mut tx = backend.begin_write().await?;
-    let held: HashSet<String> = match settlement {
-        Settlement::Ack => {
-            let mut sql = Sql::new("DELETE FROM subscription_events WHERE ");
-            match_leases(&mut sql, name, leases);
-            sql.push(" RETURNING lease");
-            B::Db::fetch_text(&mut tx, sql).await?.into_iter().collect()
+    // Locked: the turn that would move a lease that ran out back waits, or
+    // went first and the lease is gone.
+    let mut sql = Sql::new(
+        "SELECT token, consumer, expires, events FROM subscription_leases WHERE subscription = ",
+    );
+    sql.bind(name)
+        .push(" AND token IN ")
+        .bind_list(&tokens)
+        .push(B::LOCK_ROWS);
+    let claims: Vec<LeaseRow> = B::Db::fetch(&mut tx, sql).await?;
+    let mut held = HashSet::new();
+    let mut settled = Vec::new();
+    let mut emptied = Vec::new();
+    let mut shortened = Vec::new();
+    for claim in claims {
+        let positions = &wanted[claim.token.as_str()];
+        let (gone, kept): (Vec<HeldEvent>, Vec<HeldEvent>) = HeldEvent::parse_list(&claim.events)?
+            .into_iter()
+            .partition(|event| positions.contains(&event.position));
+        if gone.is_empty() {
+            continue;
         }
-        // An update returns the lease it cleared as NULL: the rows still
-        // held are read (and locked) first.
+        held.extend(
+            gone.iter()
+                .map(|event| LeaseId::stored_as(event.position, &claim.token)),
+        );
+        settled.extend(gone);
+        match kept.is_empty() {
+            true => emptied.push(claim.token),
+            false => shortened.push(LeaseWrite::new(
+                claim.token,
+                claim.consumer,
+                claim.expires,
+                &kept,
+            )),
+        }
+    }
+    if !emptied.is_empty() {
+        let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
+        let emptied: Vec<&str> = emptied.iter().map(String::as_str).collect();
+        sql.bind(name).push(" AND token IN ").bind_list(&emptied);
+        B::Db::execute(&mut tx, sql).await?;
+    }
+    write_leases::<B>(&mut tx, name, &shortened, true).await?;
+    let unleased: Vec<Unleased> = match settlement {
+        Settlement::Ack => Vec::new(),
         Settlement::Retry { delay, reason } => {
-            let held = still_held::<B>(&mut tx, name, leases).await?;
-            let definition = parse_definition(row)?;
+            let max_deliveries = i64::from(parse_definition(row)?.max_deliveries);
             let available = now.saturating_add(delay.as_micros().try_into().unwrap_or(i64::MAX));
-            let mut sql = Sql::new(
-                "UPDATE subscription_events SET lease = NULL, consumer = NULL, \
-                 lease_expires = NULL, available_at = ",
-            );
-            sql.bind(available).push(" WHERE attempt < ");
-            sql.bind(i64::from(definition.max_deliveries)).push(" AND ");
-            match_leases(&mut sql, name, leases);
-            B::Db::execute(&mut tx, sql).await?;
-            // The rest of those still held have had all their deliveries.
-            B::Db::execute(&mut tx, park_leases(name, leases, now, reason)).await?;
-            held
+            settled
+                .iter()
+                .map(|event| match event.attempt < max_deliveries {
+                    true => Unleased::due(event, available),
+                    false => Unleased::parked(event, now, reason),
+                })
+                .collect()
         }
-        Settlement::Park { reason } => {
-            let held = still_held::<B>(&mut tx, name, leases).await?;
-            B::Db::execute(&mut tx, park_leases(name, leases, now, reason)).await?;
-            held
-        }
+        Settlement::Park { reason } => settled
+            .iter()
+            .map(|event| Unleased::parked(event, now, reason))
+            .collect(),
     };
+    insert_unleased::<B>(&mut tx, name, &unleased).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(held)
 }
 
-/// The leases (as stored) among `leases` still held, their rows locked
-/// until the transaction ends.
-async fn still_held<B: SqlBackend>(
+/// Writes claims' rows of leases; with `replace`, over rows of the same
+/// tokens (a settlement shortening them).
+async fn write_leases<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
-    leases: &[&LeaseId],
-) -> Result<HashSet<String>, StoreError> {
-    let mut sql = Sql::new("SELECT lease FROM subscription_events WHERE ");
-    match_leases(&mut sql, name, leases);
-    sql.push(B::LOCK_ROWS);
-    Ok(B::Db::fetch_text(conn, sql).await?.into_iter().collect())
+    rows: &[LeaseWrite],
+    replace: bool,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(
+        "INSERT INTO subscription_leases (subscription, token, consumer, expires, \
+         first_position, held, events) SELECT ",
+    );
+    sql.bind(name)
+        .push(", r.token, r.consumer, r.expires, r.first_position, r.held, r.events FROM ");
+    B::json_rows(&mut sql, to_json(rows), LeaseWrite::COLUMNS);
+    if replace {
+        // `WHERE true` tells SQLite's parser the `ON` is no join's.
+        sql.push(
+            " WHERE true ON CONFLICT (subscription, token) DO UPDATE SET \
+             first_position = excluded.first_position, held = excluded.held, \
+             events = excluded.events",
+        );
+    }
+    B::Db::execute(conn, sql).await?;
+    Ok(())
+}
+
+/// An unsettled event as a claim's row of leases lists it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(from = "(i64, i64, String)", into = "(i64, i64, String)")]
+struct HeldEvent {
+    /// Its global position.
+    position: i64,
+    /// Which delivery of it the lease is.
+    attempt: i64,
+    stream: String,
+}
+
+impl HeldEvent {
+    /// The events a row of leases lists.
+    fn parse_list(text: &str) -> Result<Vec<HeldEvent>, StoreError> {
+        serde_json::from_str(text)
+            .map_err(|e| StoreError::Internal(format!("stored subscription leases: {e}")))
+    }
+}
+
+// Kept as `[position, attempt, stream]`: a claim's row lists hundreds.
+impl From<(i64, i64, String)> for HeldEvent {
+    fn from((position, attempt, stream): (i64, i64, String)) -> Self {
+        HeldEvent {
+            position,
+            attempt,
+            stream,
+        }
+    }
+}
+
+impl From<HeldEvent> for (i64, i64, String) {
+    fn from(event: HeldEvent) -> Self {
+        (event.position, event.attempt, event.stream)
+    }
+}
+
+/// A claim's row of leases as it is written.
+#[derive(serde::Serialize)]
+struct LeaseWrite {
+    token: String,
+    consumer: String,
+    expires: i64,
+    first_position: i64,
+    held: i64,
+    /// The events, as the JSON array [`HeldEvent::parse_list`] reads.
+    events: String,
+}
+
+impl LeaseWrite {
+    /// Its columns, as [`SqlBackend::json_rows`] reads them.
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("token", "text"),
+        ("consumer", "text"),
+        ("expires", "bigint"),
+        ("first_position", "bigint"),
+        ("held", "bigint"),
+        ("events", "text"),
+    ];
+
+    /// The row of a claim's leases on `events` (at least one).
+    fn new(token: String, consumer: String, expires: i64, events: &[HeldEvent]) -> Self {
+        LeaseWrite {
+            token,
+            consumer,
+            expires,
+            first_position: events.iter().map(|e| e.position).min().unwrap_or(0),
+            held: events.len() as i64,
+            events: to_json(events),
+        }
+    }
+}
+
+/// A row of `subscription_events`, for an event not leased: due at
+/// `available_at`, or parked.
+#[derive(serde::Serialize)]
+struct Unleased<'a> {
+    global_position: i64,
+    stream: &'a str,
+    attempt: i64,
+    available_at: i64,
+    parked_at: Option<i64>,
+    reason: Option<&'a str>,
+}
+
+impl<'a> Unleased<'a> {
+    /// Its columns, as [`SqlBackend::json_rows`] reads them.
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("global_position", "bigint"),
+        ("stream", "text"),
+        ("attempt", "bigint"),
+        ("available_at", "bigint"),
+        ("parked_at", "bigint"),
+        ("reason", "text"),
+    ];
+
+    /// An event to deliver again from `available_at` on.
+    fn due(event: &'a HeldEvent, available_at: i64) -> Self {
+        Unleased {
+            global_position: event.position,
+            stream: &event.stream,
+            attempt: event.attempt,
+            available_at,
+            parked_at: None,
+            reason: None,
+        }
+    }
+
+    /// An event parked at `now`.
+    fn parked(event: &'a HeldEvent, now: i64, reason: &'a str) -> Self {
+        Unleased {
+            parked_at: Some(now),
+            reason: Some(reason),
+            ..Unleased::due(event, 0)
+        }
+    }
 }
 
 /// A lease as the subscription issued it: `{position}.{token}.{signature}`.
@@ -977,32 +1231,36 @@ struct LeaseId {
 }
 
 impl LeaseId {
-    /// A token for the leases of one turn: an event is leased at most once
-    /// in a turn, so the token tells its lease from its earlier and later ones.
+    /// A token for one claim's leases: it names the claim's row of leases,
+    /// and tells an event's lease from its earlier and later ones.
     fn new_token() -> String {
         let mut token = [0u8; 9];
         getrandom::fill(&mut token).expect("the operating system provides randomness");
         URL_SAFE_NO_PAD.encode(token)
     }
 
-    /// A new lease on the event at `position` under `token`, and its text.
-    fn issue(subscription: &str, key: &str, position: i64, token: &str) -> (LeaseId, String) {
+    /// The text of a new lease on the event at `position` under `token`.
+    fn issue(subscription: &str, key: &str, position: i64, token: &str) -> String {
         let lease = LeaseId {
             position,
             token: token.to_owned(),
         };
-        let text = format!(
+        format!(
             "{position}.{}.{}",
             lease.token,
             lease.signature(subscription, key)
-        );
-        (lease, text)
+        )
     }
 
-    /// The lease as `subscription_events.lease` keeps it: with its
-    /// position, so that no other event's row can match it.
+    /// The lease as settlements count it: its position and token.
     fn stored(&self) -> String {
-        format!("{}.{}", self.position, self.token)
+        Self::stored_as(self.position, &self.token)
+    }
+
+    /// The lease on the event at `position` under `token`, as settlements
+    /// count it.
+    fn stored_as(position: i64, token: &str) -> String {
+        format!("{position}.{token}")
     }
 
     /// The lease `text` names, if this subscription issued it.
@@ -1039,25 +1297,25 @@ impl LeaseId {
 /// Bytes of the MAC kept in a lease: 128 bits cannot be guessed.
 const SIGNATURE_BYTES: usize = 16;
 
-/// The rows a turn of claims writes: leases on events, and events that wait
-/// behind their streams' earlier ones.
+/// What a turn of claims writes: a row of leases per claim, and events that
+/// wait behind their streams' earlier ones.
 struct ClaimPlan<'a> {
     subscription: &'a str,
     key: &'a str,
-    /// The turn's lease token.
-    token: String,
     /// The claims served, in order.
     claims: Vec<Claimant<'a>>,
     /// Leased events, oldest first: the ones delivered before (rows at or
     /// before the cursor, in order), then new ones (after it, in order).
     leased: Vec<Leased>,
-    /// New events that wait: position, stream.
-    waiting: Vec<(i64, String)>,
+    /// New events that wait.
+    waiting: Vec<HeldEvent>,
 }
 
 /// A claim as a turn serves it.
 struct Claimant<'a> {
     consumer: &'a str,
+    /// Names its leases.
+    token: String,
     /// When its leases run out.
     expires: i64,
     /// Most events it takes.
@@ -1070,11 +1328,9 @@ struct Claimant<'a> {
 struct Leased {
     /// Which of the turn's claims it goes to.
     claim: usize,
-    position: i64,
-    /// Its stream, when the claim makes its row.
-    stream: Option<String>,
-    attempt: i64,
-    lease: LeaseId,
+    event: HeldEvent,
+    /// Whether it comes from `subscription_events` (rather than the source).
+    again: bool,
     text: String,
 }
 
@@ -1095,6 +1351,7 @@ impl<'a> ClaimPlan<'a> {
                     .unwrap_or(Duration::from_millis(definition.ack_timeout_ms));
                 Claimant {
                     consumer: &claim.consumer,
+                    token: LeaseId::new_token(),
                     expires: now
                         .saturating_add(lease_for.as_micros().try_into().unwrap_or(i64::MAX)),
                     max: claim.max,
@@ -1105,7 +1362,6 @@ impl<'a> ClaimPlan<'a> {
         ClaimPlan {
             subscription,
             key,
-            token: LeaseId::new_token(),
             claims,
             leased: Vec::new(),
             waiting: Vec::new(),
@@ -1117,107 +1373,74 @@ impl<'a> ClaimPlan<'a> {
         self.claims.iter().map(|c| c.max - c.leased).sum()
     }
 
-    /// Leases an event for its `attempt`th delivery to the first claim that
-    /// wants more (none does once [`Self::wanted`] is 0: the event is left);
-    /// `stream` for a newly scanned event, whose row the turn makes.
-    fn lease(&mut self, position: i64, attempt: i64, stream: Option<&str>) {
+    /// Leases an event to the first claim that wants more (none does once
+    /// [`Self::wanted`] is 0: the event is left); `again` when it comes from
+    /// `subscription_events`, whose row it then leaves.
+    fn lease(&mut self, event: HeldEvent, again: bool) {
         let Some(claim) = self.claims.iter().position(|c| c.leased < c.max) else {
             return;
         };
-        self.claims[claim].leased += 1;
-        let (lease, text) = LeaseId::issue(self.subscription, self.key, position, &self.token);
+        let claimant = &mut self.claims[claim];
+        claimant.leased += 1;
+        let text = LeaseId::issue(self.subscription, self.key, event.position, &claimant.token);
         self.leased.push(Leased {
             claim,
-            position,
-            stream: stream.map(str::to_owned),
-            attempt,
-            lease,
+            event,
+            again,
             text,
         });
     }
 
-    /// Records a newly scanned event that waits its turn.
-    fn wait(&mut self, position: i64, stream: &str) {
-        self.waiting.push((position, stream.to_owned()));
-    }
-
-    /// Each claim's deliveries, oldest first, given the leased events (in
-    /// any order).
-    fn deliveries(&self, mut events: Vec<RecordedEvent>) -> Vec<Vec<Delivery>> {
-        events.sort_by_key(|e| e.global_position);
-        let mut deliveries: Vec<Vec<Delivery>> = self.claims.iter().map(|_| Vec::new()).collect();
-        // An event erased since it was scanned is skipped.
+    /// Each claim's leases, oldest first (as `leased` is).
+    fn leases(&self) -> Vec<Vec<Lease>> {
+        let mut leases: Vec<Vec<Lease>> = self.claims.iter().map(|_| Vec::new()).collect();
         for leased in &self.leased {
-            if let Ok(at) = events.binary_search_by_key(&leased.position, |e| e.global_position) {
-                deliveries[leased.claim].push(Delivery {
-                    lease: leased.text.clone(),
-                    attempt: leased.attempt,
-                    event: events[at].clone(),
-                });
-            }
+            leases[leased.claim].push(Lease {
+                text: leased.text.clone(),
+                attempt: leased.event.attempt,
+                position: leased.event.position,
+            });
         }
-        // `leased` is oldest first, so each claim's list is too.
-        deliveries
+        leases
     }
 
-    /// Writes the leases and the waiting events: rows for new events
-    /// inserted, rows of events delivered before updated.
+    /// Writes the claims' rows of leases and the waiting events, and takes
+    /// the events leased again out of `subscription_events`.
     async fn write<B: SqlBackend>(&self, conn: &mut Conn<B>) -> Result<(), StoreError> {
-        let mut new = Vec::new();
-        let mut again = Vec::new();
-        for leased in &self.leased {
-            let claimant = &self.claims[leased.claim];
-            let row = RowWrite {
-                global_position: leased.position,
-                stream: leased.stream.as_deref().unwrap_or(""),
-                attempt: leased.attempt,
-                lease: Some(leased.lease.stored()),
-                consumer: Some(claimant.consumer),
-                lease_expires: Some(claimant.expires),
-            };
-            match leased.stream {
-                Some(_) => new.push(row),
-                None => again.push(row),
-            }
-        }
-        new.extend(self.waiting.iter().map(|(position, stream)| RowWrite {
-            global_position: *position,
-            stream,
-            attempt: 0,
-            lease: None,
-            consumer: None,
-            lease_expires: None,
-        }));
-        // Past the cursor, which only moves under the subscription's lock,
-        // no row of a new event exists yet: a plain insert. Rows delivered
-        // before are found by their key, one by one (an `UPDATE … FROM` lets
-        // SQLite scan the JSON once for every row of the subscription).
-        for (rows, upsert) in [(new, false), (again, true)] {
-            if rows.is_empty() {
-                continue;
-            }
-            let mut sql = Sql::new(
-                "INSERT INTO subscription_events (subscription, global_position, stream, \
-                 attempt, lease, consumer, lease_expires, available_at) SELECT ",
-            );
-            sql.bind(self.subscription).push(
-                ", r.global_position, r.stream, r.attempt, r.lease, r.consumer, \
-                 r.lease_expires, 0 FROM ",
-            );
-            B::json_rows(&mut sql, to_json_rows(&rows), RowWrite::COLUMNS);
-            if upsert {
-                // `WHERE true` tells SQLite's parser the `ON` is no join's.
-                sql.push(
-                    " WHERE true ON CONFLICT (subscription, global_position) DO UPDATE SET \
-                     attempt = excluded.attempt, lease = excluded.lease, \
-                     consumer = excluded.consumer, lease_expires = excluded.lease_expires",
-                );
-            }
+        let again: Vec<i64> = self
+            .leased
+            .iter()
+            .filter(|leased| leased.again)
+            .map(|leased| leased.event.position)
+            .collect();
+        if !again.is_empty() {
+            let mut sql = Sql::new("DELETE FROM subscription_events WHERE subscription = ");
+            sql.bind(self.subscription)
+                .push(" AND global_position IN ")
+                .bind_list(&again);
             B::Db::execute(conn, sql).await?;
         }
-        Ok(())
+        let waiting: Vec<Unleased> = self.waiting.iter().map(|e| Unleased::due(e, 0)).collect();
+        insert_unleased::<B>(conn, self.subscription, &waiting).await?;
+        let mut rows = Vec::new();
+        for (at, claimant) in self.claims.iter().enumerate() {
+            let events: Vec<HeldEvent> = self
+                .leased
+                .iter()
+                .filter(|leased| leased.claim == at)
+                .map(|leased| leased.event.clone())
+                .collect();
+            if !events.is_empty() {
+                rows.push(LeaseWrite::new(
+                    claimant.token.clone(),
+                    claimant.consumer.to_owned(),
+                    claimant.expires,
+                    &events,
+                ));
+            }
+        }
+        write_leases::<B>(conn, self.subscription, &rows, false).await
     }
-
     /// Records that the claims' consumers claimed at `now`.
     async fn write_consumers<B: SqlBackend>(
         &self,
@@ -1247,32 +1470,4 @@ impl<'a> ClaimPlan<'a> {
         B::Db::execute(conn, sql).await?;
         Ok(())
     }
-}
-
-/// A row of `subscription_events` as a claim writes it.
-#[derive(serde::Serialize)]
-struct RowWrite<'a> {
-    global_position: i64,
-    stream: &'a str,
-    attempt: i64,
-    lease: Option<String>,
-    consumer: Option<&'a str>,
-    lease_expires: Option<i64>,
-}
-
-impl RowWrite<'_> {
-    /// Its columns, as [`SqlBackend::json_rows`] reads them.
-    const COLUMNS: &'static [(&'static str, &'static str)] = &[
-        ("global_position", "bigint"),
-        ("stream", "text"),
-        ("attempt", "bigint"),
-        ("lease", "text"),
-        ("consumer", "text"),
-        ("lease_expires", "bigint"),
-    ];
-}
-
-/// Rows as the JSON array [`SqlBackend::json_rows`] reads.
-fn to_json_rows(rows: &[RowWrite<'_>]) -> String {
-    serde_json::to_string(rows).expect("rows serialise")
 }
