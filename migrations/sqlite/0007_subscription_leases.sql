@@ -6,9 +6,12 @@
 -- `token` names the claim's leases (each lease is `{position}.{token}.{mac}`),
 -- `events` lists the events still held as a JSON array of
 -- `[global_position, attempt, stream]`, oldest first, `held` how many there
--- are and `first_position` the earliest. When `expires` has passed, the next
--- turn of claims moves the events back to `subscription_events` to be
--- delivered again (or parked, after `max_deliveries`).
+-- are, `first_position` the earliest, and `digest` a digest of their
+-- positions: an acknowledgement naming all of them (the usual one) deletes
+-- the row by it in one statement, without reading it first. When `expires`
+-- has passed, the next turn of claims moves the events back to
+-- `subscription_events` to be delivered again (or parked, after
+-- `max_deliveries`).
 CREATE TABLE subscription_leases (
     subscription TEXT NOT NULL,
     token TEXT NOT NULL,
@@ -16,6 +19,7 @@ CREATE TABLE subscription_leases (
     expires INTEGER NOT NULL,
     first_position INTEGER NOT NULL,
     held INTEGER NOT NULL,
+    digest TEXT NOT NULL,
     events TEXT NOT NULL,
     PRIMARY KEY (subscription, token)
 );

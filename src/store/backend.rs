@@ -48,6 +48,18 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// travel as one bind, so the statement's text, and with it its prepared
     /// plan, is the same for any number of rows.
     fn json_rows(sql: &mut Sql, json: String, columns: &[(&str, &str)]);
+    /// Runs writes that touch different rows, in one round trip where the
+    /// database allows it (on Postgres, as data-modifying `WITH` clauses:
+    /// they see one snapshot and run in no set order; SQLite, in process,
+    /// runs them one after another).
+    fn execute_all(
+        conn: &mut Conn<Self>,
+        writes: Vec<Sql>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Runs one write on its own, committed at once, and returns its rows'
+    /// single text column: on Postgres one round trip in autocommit, on
+    /// SQLite a transaction on the connection for writes besides appends.
+    fn write_now(&self, sql: Sql) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Begins a transaction that writes besides the writer's appends.
     fn begin_write(
         &self,

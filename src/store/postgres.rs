@@ -372,6 +372,32 @@ impl SqlBackend for PostgresStore {
             .push(&format!(" AS json)) AS r({})", columns.join(", ")));
     }
 
+    async fn execute_all(conn: &mut PgConnection, writes: Vec<Sql>) -> Result<(), StoreError> {
+        let mut writes = writes.into_iter();
+        let Some(last) = writes.next_back() else {
+            return Ok(());
+        };
+        let mut sql = Sql::default();
+        for (i, write) in writes.enumerate() {
+            let clause = match i {
+                0 => format!("WITH w{i} AS ("),
+                _ => format!(", w{i} AS ("),
+            };
+            sql.push(&clause).append(write).push(")");
+        }
+        if !sql.text.is_empty() {
+            sql.push(" ");
+        }
+        sql.append(last);
+        Postgres::execute(conn, sql).await?;
+        Ok(())
+    }
+
+    async fn write_now(&self, sql: Sql) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.0.pool.acquire().await.map_err(unavailable)?;
+        Postgres::fetch_text(&mut conn, sql).await
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.0.pool.begin().await.map_err(unavailable)
     }

@@ -103,6 +103,27 @@ impl Sql {
         self
     }
 
+    /// Appends another statement, its placeholders numbered on from this
+    /// one's.
+    pub fn append(&mut self, other: Sql) -> &mut Self {
+        let offset = self.binds.len();
+        let mut rest = other.text.as_str();
+        while let Some(at) = rest.find('$') {
+            self.text.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if let Ok(number) = rest[..digits].parse::<usize>() {
+                write!(self.text, "{}", number + offset).expect("writing to a String cannot fail");
+            }
+            rest = &rest[digits..];
+        }
+        self.text.push_str(rest);
+        self.binds.extend(other.binds);
+        self
+    }
+
     /// Appends `(…)` with a placeholder for each value.
     pub fn bind_list<T: Into<Bind> + Clone>(&mut self, values: &[T]) -> &mut Self {
         self.push("(");
@@ -335,4 +356,41 @@ fn is_transient(error: &dyn sqlx::error::DatabaseError) -> bool {
     }
     code.parse::<u32>()
         .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_appended_statement_numbers_its_placeholders_on() {
+        let mut first = Sql::new("UPDATE t SET a = ");
+        first.bind(1).push(" WHERE b = ").bind("x");
+        let mut second = Sql::new("SELECT json_extract(value, '$.a'), ");
+        second
+            .bind(2)
+            .push(", $")
+            .bind(3)
+            .push(" FROM u WHERE $ = $$");
+        let mut joined = Sql::default();
+        joined
+            .push("WITH w AS (")
+            .append(first)
+            .push(") ")
+            .append(second);
+        assert_eq!(
+            joined.text,
+            "WITH w AS (UPDATE t SET a = $1 WHERE b = $2) \
+             SELECT json_extract(value, '$.a'), $3, $$4 FROM u WHERE $ = $$"
+        );
+        let ints: Vec<Option<i64>> = joined
+            .binds
+            .iter()
+            .map(|bind| match bind {
+                Bind::Int(value) => *value,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ints, [Some(1), None, Some(2), Some(3)]);
+    }
 }

@@ -232,6 +232,20 @@ impl SqlBackend for SqliteStore {
             .push(")) AS r");
     }
 
+    async fn execute_all(conn: &mut SqliteConnection, writes: Vec<Sql>) -> Result<(), StoreError> {
+        for write in writes {
+            Sqlite::execute(conn, write).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_now(&self, sql: Sql) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = Sqlite::fetch_text(&mut tx, sql).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(rows)
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // SQLite's one write lock, taken at once (see the writer's `begin`).
         self.1

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::backend::{Conn, SqlBackend, connection, event_columns, fetch_events, now_micros};
 use super::error::{StoreError, SubscriptionError};
@@ -256,18 +256,21 @@ impl<B: SqlBackend> Subscriptions for B {
             false => false,
         };
         // With ordering by stream, a stream with an event in flight waits.
-        let in_flight = match definition.ordering {
-            DeliveryOrder::Stream => leased_streams::<B>(&mut tx, name).await?,
-            DeliveryOrder::None => HashSet::new(),
+        let unsettled = match definition.ordering {
+            DeliveryOrder::Stream => unsettled::<B>(&mut tx, name).await?,
+            DeliveryOrder::None => Unsettled {
+                in_flight: HashSet::new(),
+                waiting: turn.first_waiting.is_some() || returned,
+            },
         };
 
         // Events delivered before (or held back behind their stream) first,
         // then new ones from the source.
         let mut plan = ClaimPlan::new(name, &row.lease_key, claims, &definition, now);
-        if turn.first_waiting.is_some() || returned {
+        if unsettled.waiting {
+            let in_flight = &unsettled.in_flight;
             let wanted = plan.wanted();
-            for ready in ready_now::<B>(&mut tx, name, &definition, &in_flight, now, wanted).await?
-            {
+            for ready in ready_now::<B>(&mut tx, name, &definition, in_flight, now, wanted).await? {
                 let event = HeldEvent {
                     position: ready.global_position,
                     attempt: ready.attempt + 1,
@@ -276,14 +279,15 @@ impl<B: SqlBackend> Subscriptions for B {
                 plan.lease(event, true);
             }
         }
-        let cursor = scan_source::<B>(&mut tx, &turn, &definition, in_flight, &mut plan).await?;
-        plan.write::<B>(&mut tx).await?;
+        let cursor = scan_source::<B>(&mut tx, &turn, &definition, unsettled, &mut plan).await?;
+        let mut writes = plan.writes::<B>();
         if cursor != row.cursor {
             let mut sql = Sql::new("UPDATE subscriptions SET cursor = ");
             sql.bind(cursor).push(" WHERE name = ").bind(name);
-            B::Db::execute(&mut tx, sql).await?;
+            writes.push(sql);
         }
-        plan.write_consumers::<B>(&mut tx, now).await?;
+        writes.extend(plan.consumers_claimed(now));
+        B::execute_all(&mut tx, writes).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(plan.leases())
     }
@@ -338,12 +342,21 @@ impl<B: SqlBackend> Subscriptions for B {
                     .collect()
             })
             .collect();
-        let held: Vec<&LeaseId> = verified.iter().flatten().flatten().collect();
+        let mut held: Vec<&LeaseId> = verified.iter().flatten().flatten().collect();
         drop(conn);
-        let mut done = match held.is_empty() {
-            true => HashSet::new(),
-            false => settle_leases::<B>(self, &row, &held, settlement).await?,
-        };
+        let mut done = HashSet::new();
+        if matches!(settlement, Settlement::Ack) && !held.is_empty() {
+            let whole = ack_whole_claims(self, name, &held).await?;
+            done.extend(
+                held.iter()
+                    .filter(|lease| whole.contains(&lease.token))
+                    .map(|lease| lease.stored()),
+            );
+            held.retain(|lease| !whole.contains(&lease.token));
+        }
+        if !held.is_empty() {
+            done.extend(settle_leases::<B>(self, &row, &held, settlement).await?);
+        }
         // Each lease settled counts once, for the first request naming it.
         let answers = verified
             .into_iter()
@@ -638,18 +651,17 @@ async fn return_expired<B: SqlBackend>(
             false => Unleased::parked(event, now, &reason),
         })
         .collect();
-    insert_unleased::<B>(conn, name, &rows).await?;
+    if let Some(sql) = unleased_rows::<B>(name, &rows) {
+        B::Db::execute(conn, sql).await?;
+    }
     Ok(!events.is_empty())
 }
 
-/// Writes events that are not (or no longer) leased to `subscription_events`.
-async fn insert_unleased<B: SqlBackend>(
-    conn: &mut Conn<B>,
-    name: &str,
-    rows: &[Unleased<'_>],
-) -> Result<(), StoreError> {
+/// Writes events that are not (or no longer) leased to
+/// `subscription_events`; none when there are none.
+fn unleased_rows<B: SqlBackend>(name: &str, rows: &[Unleased<'_>]) -> Option<Sql> {
     if rows.is_empty() {
-        return Ok(());
+        return None;
     }
     // Each event is in one place only (a lease, a row, or settled), so no
     // row of these exists.
@@ -661,26 +673,49 @@ async fn insert_unleased<B: SqlBackend>(
         ", r.global_position, r.stream, r.attempt, r.available_at, r.parked_at, r.reason FROM ",
     );
     B::json_rows(&mut sql, to_json(rows), Unleased::COLUMNS);
-    B::Db::execute(conn, sql).await?;
-    Ok(())
+    Some(sql)
 }
 
-/// The streams of a subscription's leased events.
-async fn leased_streams<B: SqlBackend>(
-    conn: &mut Conn<B>,
-    name: &str,
-) -> Result<HashSet<String>, StoreError> {
+/// What a turn knows of a subscription's unsettled events before it leases
+/// any.
+struct Unsettled {
+    /// The streams of its leased events.
+    in_flight: HashSet<String>,
+    /// Whether an event waits in `subscription_events` (parked ones aside).
+    waiting: bool,
+}
+
+/// A subscription's [`Unsettled`] events, read in one statement after the
+/// turn's lock: one snapshot, so an event a settlement moves from its lease
+/// to `subscription_events` meanwhile (a retry) is seen in one place or the
+/// other, never in neither. (Only a turn moves events out of
+/// `subscription_events`, so one seen waiting stays there this turn.)
+async fn unsettled<B: SqlBackend>(conn: &mut Conn<B>, name: &str) -> Result<Unsettled, StoreError> {
+    // A row per claim's leases, and an empty one if an event waits.
     let mut sql = Sql::new("SELECT events FROM subscription_leases WHERE subscription = ");
-    sql.bind(name);
-    let mut streams = HashSet::new();
+    sql.bind(name)
+        .push(
+            " UNION ALL SELECT '' WHERE EXISTS (SELECT 1 FROM subscription_events \
+             WHERE subscription = ",
+        )
+        .bind(name)
+        .push(" AND parked_at IS NULL)");
+    let mut unsettled = Unsettled {
+        in_flight: HashSet::new(),
+        waiting: false,
+    };
     for text in B::Db::fetch_text(conn, sql).await? {
-        streams.extend(
+        if text.is_empty() {
+            unsettled.waiting = true;
+            continue;
+        }
+        unsettled.in_flight.extend(
             HeldEvent::parse_list(&text)?
                 .into_iter()
                 .map(|event| event.stream),
         );
     }
-    Ok(streams)
+    Ok(unsettled)
 }
 
 /// A subscription's row, locked until the transaction ends (SQLite's write
@@ -790,13 +825,13 @@ impl StreamOf<'_> {
 /// Scans the source after the cursor for new events to lease, until the
 /// claims have all they want, the source is exhausted, or the scan's bound;
 /// the new cursor. With ordering by stream, an event whose stream has an
-/// unsettled event (`in_flight`, or in `subscription_events`) is recorded to
-/// wait its turn.
+/// unsettled event (in flight, or waiting in `subscription_events`) is
+/// recorded to wait its turn.
 async fn scan_source<B: SqlBackend>(
     conn: &mut Conn<B>,
     turn: &TurnRow,
     definition: &SubscriptionDefinition,
-    in_flight: HashSet<String>,
+    unsettled: Unsettled,
     plan: &mut ClaimPlan<'_>,
 ) -> Result<i64, StoreError> {
     let row = &turn.subscription;
@@ -812,7 +847,7 @@ async fn scan_source<B: SqlBackend>(
     let mut scanned = 0;
     // Streams with an unsettled event: in the store, or leased or left
     // waiting by this turn's earlier chunks (not written yet).
-    let mut busy = in_flight;
+    let mut busy = unsettled.in_flight;
     while plan.wanted() > 0 && scanned < SCAN_PER_TURN && cursor < head {
         let chunk = match ordered {
             true => plan.wanted().max(100),
@@ -822,8 +857,8 @@ async fn scan_source<B: SqlBackend>(
         let found: Vec<SourceRow> =
             B::Db::fetch(conn, source_events(definition, cursor, head, chunk)).await?;
         let exhausted = found.len() < chunk;
-        if ordered {
-            busy.extend(busy_streams::<B>(conn, &row.name, &found).await?);
+        if ordered && unsettled.waiting {
+            busy.extend(waiting_streams::<B>(conn, &row.name, &found).await?);
         }
         for event in found {
             if plan.wanted() == 0 {
@@ -853,9 +888,9 @@ async fn scan_source<B: SqlBackend>(
     Ok(cursor)
 }
 
-/// The streams among `events`' that have an event in `subscription_events`
-/// already.
-async fn busy_streams<B: SqlBackend>(
+/// The streams among `events`' that have an event waiting in
+/// `subscription_events`.
+async fn waiting_streams<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
     events: &[SourceRow],
@@ -864,11 +899,15 @@ async fn busy_streams<B: SqlBackend>(
         return Ok(HashSet::new());
     }
     let streams: HashSet<&str> = events.iter().map(|e| e.stream.as_str()).collect();
-    let streams: Vec<&str> = streams.into_iter().collect();
+    let streams: Vec<StreamOf> = streams
+        .into_iter()
+        .map(|stream| StreamOf { stream })
+        .collect();
     let mut sql = Sql::new("SELECT DISTINCT stream FROM subscription_events WHERE subscription = ");
     sql.bind(name)
-        .push(" AND parked_at IS NULL AND stream IN ")
-        .bind_list(&streams);
+        .push(" AND parked_at IS NULL AND stream IN (SELECT r.stream FROM ");
+    B::json_rows(&mut sql, to_json(&streams), StreamOf::COLUMNS);
+    sql.push(")");
     Ok(B::Db::fetch_text(conn, sql).await?.into_iter().collect())
 }
 
@@ -988,6 +1027,62 @@ fn source_count<B: SqlBackend>(definition: &SubscriptionDefinition, after: i64) 
     sql
 }
 
+/// Acknowledges the claims whose leases are all among `leases` (the usual
+/// acknowledgement: a consumer's whole batch), deleting their rows by the
+/// digest of their positions in one statement; the claims' tokens.
+async fn ack_whole_claims<B: SqlBackend>(
+    backend: &B,
+    name: &str,
+    leases: &[&LeaseId],
+) -> Result<HashSet<String>, StoreError> {
+    let mut named: HashMap<&str, Vec<i64>> = HashMap::new();
+    for lease in leases {
+        named
+            .entry(lease.token.as_str())
+            .or_default()
+            .push(lease.position);
+    }
+    let claims: Vec<WholeClaim> = named
+        .into_iter()
+        .map(|(token, positions)| WholeClaim {
+            token,
+            digest: positions_digest(positions),
+        })
+        .collect();
+    let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
+    sql.bind(name)
+        .push(" AND (token, digest) IN (SELECT r.token, r.digest FROM ");
+    B::json_rows(&mut sql, to_json(&claims), WholeClaim::COLUMNS);
+    sql.push(") RETURNING token");
+    Ok(backend.write_now(sql).await?.into_iter().collect())
+}
+
+/// A claim's token and the digest of the positions an acknowledgement names
+/// under it.
+#[derive(serde::Serialize)]
+struct WholeClaim<'a> {
+    token: &'a str,
+    digest: String,
+}
+
+impl WholeClaim<'_> {
+    /// Its columns, as [`SqlBackend::json_rows`] reads them.
+    const COLUMNS: &'static [(&'static str, &'static str)] =
+        &[("token", "text"), ("digest", "text")];
+}
+
+/// A digest of a set of positions (in any order, repeats counting once):
+/// equal digests mean equal sets.
+fn positions_digest(mut positions: Vec<i64>) -> String {
+    positions.sort_unstable();
+    positions.dedup();
+    let mut hash = Sha256::new();
+    for position in positions {
+        hash.update(position.to_be_bytes());
+    }
+    URL_SAFE_NO_PAD.encode(hash.finalize())
+}
+
 /// Acknowledges, retries or parks the events still held under `leases`, in
 /// one write transaction; the leases (as stored) that held.
 async fn settle_leases<B: SqlBackend>(
@@ -1044,13 +1139,14 @@ async fn settle_leases<B: SqlBackend>(
             )),
         }
     }
+    let mut writes = Vec::new();
     if !emptied.is_empty() {
         let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
         let emptied: Vec<&str> = emptied.iter().map(String::as_str).collect();
         sql.bind(name).push(" AND token IN ").bind_list(&emptied);
-        B::Db::execute(&mut tx, sql).await?;
+        writes.push(sql);
     }
-    write_leases::<B>(&mut tx, name, &shortened, true).await?;
+    writes.extend(lease_rows::<B>(name, &shortened, true));
     let unleased: Vec<Unleased> = match settlement {
         Settlement::Ack => Vec::new(),
         Settlement::Retry { delay, reason } => {
@@ -1069,39 +1165,35 @@ async fn settle_leases<B: SqlBackend>(
             .map(|event| Unleased::parked(event, now, reason))
             .collect(),
     };
-    insert_unleased::<B>(&mut tx, name, &unleased).await?;
+    writes.extend(unleased_rows::<B>(name, &unleased));
+    B::execute_all(&mut tx, writes).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(held)
 }
 
 /// Writes claims' rows of leases; with `replace`, over rows of the same
-/// tokens (a settlement shortening them).
-async fn write_leases<B: SqlBackend>(
-    conn: &mut Conn<B>,
-    name: &str,
-    rows: &[LeaseWrite],
-    replace: bool,
-) -> Result<(), StoreError> {
+/// tokens (a settlement shortening them). None when there are none.
+fn lease_rows<B: SqlBackend>(name: &str, rows: &[LeaseWrite], replace: bool) -> Option<Sql> {
     if rows.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut sql = Sql::new(
         "INSERT INTO subscription_leases (subscription, token, consumer, expires, \
-         first_position, held, events) SELECT ",
+         first_position, held, digest, events) SELECT ",
     );
-    sql.bind(name)
-        .push(", r.token, r.consumer, r.expires, r.first_position, r.held, r.events FROM ");
+    sql.bind(name).push(
+        ", r.token, r.consumer, r.expires, r.first_position, r.held, r.digest, r.events FROM ",
+    );
     B::json_rows(&mut sql, to_json(rows), LeaseWrite::COLUMNS);
     if replace {
         // `WHERE true` tells SQLite's parser the `ON` is no join's.
         sql.push(
             " WHERE true ON CONFLICT (subscription, token) DO UPDATE SET \
              first_position = excluded.first_position, held = excluded.held, \
-             events = excluded.events",
+             digest = excluded.digest, events = excluded.events",
         );
     }
-    B::Db::execute(conn, sql).await?;
-    Ok(())
+    Some(sql)
 }
 
 /// An unsettled event as a claim's row of leases lists it.
@@ -1148,6 +1240,8 @@ struct LeaseWrite {
     expires: i64,
     first_position: i64,
     held: i64,
+    /// Of the events' positions, by [`positions_digest`].
+    digest: String,
     /// The events, as the JSON array [`HeldEvent::parse_list`] reads.
     events: String,
 }
@@ -1160,6 +1254,7 @@ impl LeaseWrite {
         ("expires", "bigint"),
         ("first_position", "bigint"),
         ("held", "bigint"),
+        ("digest", "text"),
         ("events", "text"),
     ];
 
@@ -1171,6 +1266,7 @@ impl LeaseWrite {
             expires,
             first_position: events.iter().map(|e| e.position).min().unwrap_or(0),
             held: events.len() as i64,
+            digest: positions_digest(events.iter().map(|e| e.position).collect()),
             events: to_json(events),
         }
     }
@@ -1404,9 +1500,11 @@ impl<'a> ClaimPlan<'a> {
         leases
     }
 
-    /// Writes the claims' rows of leases and the waiting events, and takes
-    /// the events leased again out of `subscription_events`.
-    async fn write<B: SqlBackend>(&self, conn: &mut Conn<B>) -> Result<(), StoreError> {
+    /// The statements that write the claims' rows of leases and the waiting
+    /// events, and take the events leased again out of
+    /// `subscription_events`.
+    fn writes<B: SqlBackend>(&self) -> Vec<Sql> {
+        let mut writes = Vec::new();
         let again: Vec<i64> = self
             .leased
             .iter()
@@ -1418,10 +1516,10 @@ impl<'a> ClaimPlan<'a> {
             sql.bind(self.subscription)
                 .push(" AND global_position IN ")
                 .bind_list(&again);
-            B::Db::execute(conn, sql).await?;
+            writes.push(sql);
         }
         let waiting: Vec<Unleased> = self.waiting.iter().map(|e| Unleased::due(e, 0)).collect();
-        insert_unleased::<B>(conn, self.subscription, &waiting).await?;
+        writes.extend(unleased_rows::<B>(self.subscription, &waiting));
         let mut rows = Vec::new();
         for (at, claimant) in self.claims.iter().enumerate() {
             let events: Vec<HeldEvent> = self
@@ -1439,18 +1537,16 @@ impl<'a> ClaimPlan<'a> {
                 ));
             }
         }
-        write_leases::<B>(conn, self.subscription, &rows, false).await
+        writes.extend(lease_rows::<B>(self.subscription, &rows, false));
+        writes
     }
-    /// Records that the claims' consumers claimed at `now`.
-    async fn write_consumers<B: SqlBackend>(
-        &self,
-        conn: &mut Conn<B>,
-        now: i64,
-    ) -> Result<(), StoreError> {
+
+    /// The statement recording that the claims' consumers claimed at `now`.
+    fn consumers_claimed(&self, now: i64) -> Option<Sql> {
         // One row each: an upsert may not touch a row twice.
         let consumers: BTreeSet<&str> = self.claims.iter().map(|c| c.consumer).collect();
         if consumers.is_empty() {
-            return Ok(());
+            return None;
         }
         let mut sql = Sql::new(
             "INSERT INTO subscription_consumers (subscription, consumer, last_claim) VALUES ",
@@ -1467,7 +1563,6 @@ impl<'a> ClaimPlan<'a> {
         sql.push(
             " ON CONFLICT (subscription, consumer) DO UPDATE SET last_claim = excluded.last_claim",
         );
-        B::Db::execute(conn, sql).await?;
-        Ok(())
+        Some(sql)
     }
 }

@@ -223,6 +223,69 @@ async fn claims_are_acknowledged_once_and_the_state_follows(app: TestApp) {
     );
 }
 
+async fn a_claim_acknowledged_in_parts_is_settled_once_each(app: TestApp) {
+    append(&app, "order-1", "Placed", &[json!(1), json!(2), json!(3)]).await;
+    append(&app, "order-2", "Placed", &[json!(1), json!(2)]).await;
+    subscribe(
+        &app,
+        "parts",
+        json!({"source": {"category": "order"}, "ordering": "none"}),
+    )
+    .await;
+    let first = claim(&app, "parts", "w1", 3, 0).await;
+    let second = claim(&app, "parts", "w2", 10, 0).await;
+    let (first, second) = (leases(&first), leases(&second));
+    assert_eq!((first.len(), second.len()), (3, 2));
+    // Part of a claim, one lease named twice: counted once.
+    let done = settle(&app, "parts", "ack", &[first[1], first[1]], json!({})).await;
+    assert_eq!(done, json!({"done": 1, "stale": [first[1]]}));
+    assert_eq!(state(&app, "parts").await["in_flight"], 4);
+    // The rest of the first claim beside all of the second, and the lease
+    // settled already: the rest done, that one stale.
+    let mut rest = vec![first[0], first[1], first[2]];
+    rest.extend(&second);
+    let done = settle(&app, "parts", "ack", &rest, json!({})).await;
+    assert_eq!(done, json!({"done": 4, "stale": [first[1]]}));
+    let view = state(&app, "parts").await;
+    assert_eq!(
+        (
+            view["in_flight"].as_i64(),
+            view["position"].as_i64(),
+            view["lag"].as_i64()
+        ),
+        (Some(0), Some(5), Some(0))
+    );
+    // Nothing comes back, not even once the leases would have run out.
+    assert!(claim(&app, "parts", "w3", 10, 0).await.is_empty());
+    // A claim's leases retried in part: the retried one comes back alone,
+    // and the others are acknowledged whole afterwards.
+    append(&app, "order-3", "Placed", &[json!(1), json!(2)]).await;
+    let third = claim(&app, "parts", "w1", 10, 0).await;
+    let third = leases(&third);
+    assert_eq!(third.len(), 2);
+    let retried = settle(
+        &app,
+        "parts",
+        "nack",
+        &[third[0]],
+        json!({"action": "retry"}),
+    )
+    .await;
+    assert_eq!(retried["done"], 1);
+    let again = claim(&app, "parts", "w2", 10, 0).await;
+    assert_eq!(seen(&again), [("order-3".into(), 0, 2)]);
+    let done = settle(
+        &app,
+        "parts",
+        "ack",
+        &[third[1], leases(&again)[0]],
+        json!({}),
+    )
+    .await;
+    assert_eq!(done, json!({"done": 2, "stale": []}));
+    assert_eq!(state(&app, "parts").await["position"], 7);
+}
+
 async fn an_expired_lease_reaches_another_consumer(app: TestApp) {
     append(&app, "job-1", "Queued", &[json!(1), json!(2)]).await;
     subscribe(
@@ -1066,6 +1129,7 @@ async fn one_instance_pushes_a_subscription(app: TestApp) {
 backend_tests!(
     creation_is_idempotent_and_a_different_definition_conflicts,
     claims_are_acknowledged_once_and_the_state_follows,
+    a_claim_acknowledged_in_parts_is_settled_once_each,
     an_expired_lease_reaches_another_consumer,
     a_poison_event_is_parked_and_the_rest_flow_past_it,
     a_lease_that_runs_out_after_the_last_delivery_parks_its_event,
