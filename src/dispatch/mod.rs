@@ -94,13 +94,11 @@ impl Dispatcher {
         name: &str,
         claim: &Claim,
     ) -> Result<Vec<Delivery>, SubscriptionError> {
-        let leases = self
+        let deliveries = self
             .claims
             .serve(name, claim.clone())
             .await
             .unwrap_or_else(|| Err(unanswered()))?;
-        // Outside the turn: the claims it served read their events side by side.
-        let deliveries = self.store.deliveries(leases).await?;
         if !deliveries.is_empty() {
             self.metrics.delivered(name, deliveries.len() as u64);
         }

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
-use crate::store::{Claim, Lease, Settled, Settlement, SharedStore, StoreError, SubscriptionError};
+use crate::store::{
+    Claim, Delivery, Settled, Settlement, SharedStore, StoreError, SubscriptionError,
+};
 
 /// A turn stops gathering requests once they name this many events (a
 /// single larger request still goes alone), which bounds one turn's work.
@@ -164,7 +166,7 @@ fn each<T>(
 }
 
 impl Job for Claim {
-    type Answer = Result<Vec<Lease>, SubscriptionError>;
+    type Answer = Result<Vec<Delivery>, SubscriptionError>;
 
     fn events(&self) -> usize {
         self.max

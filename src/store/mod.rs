@@ -64,8 +64,8 @@ pub use model::{
     Trace, TraceLimits,
 };
 pub use model::{
-    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, Lease, ParkedEvent, ParkedPage,
-    PushTarget, Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
+    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, PushTarget,
+    Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
 };
 pub use queries::Queries;
 pub use reads::Reads;

@@ -709,20 +709,6 @@ pub struct Claim {
     pub lease_for: Option<std::time::Duration>,
 }
 
-/// A lease a claim took: the event it holds, which delivery of it this is,
-/// and the text that names it. The turn that leases events reads only where
-/// they are; each claim then reads its own events ([`Delivery`]) outside
-/// the turn.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    /// Names the lease in acknowledgements: opaque to consumers.
-    pub text: String,
-    /// Which delivery of the event this is, from 1.
-    pub attempt: i64,
-    /// The event's global position.
-    pub position: i64,
-}
-
 /// An event handed to a consumer, under a lease.
 #[derive(Debug, Clone)]
 pub struct Delivery {

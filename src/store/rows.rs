@@ -214,20 +214,13 @@ pub(crate) fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-/// An unsettled, unleased event of a subscription that may be delivered now.
+/// An event of a subscription, neither leased nor parked, that may be
+/// delivered now, with the event.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ReadyRow {
-    pub global_position: i64,
-    pub stream: String,
+    #[sqlx(flatten)]
+    pub event: EventRow,
     pub attempt: i64,
-}
-
-/// A source event as a turn of claims scans it: where it is, and its
-/// stream (the event itself is read after the turn, by each claim).
-#[derive(sqlx::FromRow)]
-pub(crate) struct SourceRow {
-    pub global_position: i64,
-    pub stream: String,
 }
 
 /// A claim's leases, as settlements read them: the events still held, as

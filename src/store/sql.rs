@@ -14,7 +14,7 @@ use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
     CheckpointRow, ConsumerRow, EventRow, KeyRow, LeaseRow, ParkedRow, ReadyRow, SnapshotRow,
-    SourceRow, StreamRow, SubscriptionRow, TallyRow, TurnRow,
+    StreamRow, SubscriptionRow, TallyRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -164,7 +164,6 @@ pub(crate) trait Runner:
     + DecodeRow<SubscriptionRow>
     + DecodeRow<TurnRow>
     + DecodeRow<ReadyRow>
-    + DecodeRow<SourceRow>
     + DecodeRow<LeaseRow>
     + DecodeRow<TallyRow>
     + DecodeRow<ConsumerRow>

@@ -34,14 +34,14 @@ use sha2::{Digest, Sha256};
 use super::backend::{Conn, SqlBackend, connection, event_columns, fetch_events, now_micros};
 use super::error::{StoreError, SubscriptionError};
 use super::model::{
-    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, Lease, ParkedEvent, ParkedPage,
-    QueryItem, Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
+    Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, QueryItem,
+    RecordedEvent, Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
 };
 use super::queries::matching_positions;
 use super::reads::head;
 use super::rows::{
-    ConsumerRow, LeaseRow, ParkedRow, ReadyRow, SourceRow, SubscriptionRow, TallyRow, TurnRow,
-    earliest, from_micros,
+    ConsumerRow, LeaseRow, ParkedRow, ReadyRow, SubscriptionRow, TallyRow, TurnRow, earliest,
+    from_micros,
 };
 use super::sql::{Runner, Sql};
 
@@ -83,17 +83,13 @@ pub trait Subscriptions: Send + Sync {
     async fn delete_subscription(&self, name: &str) -> Result<bool, StoreError>;
     /// Serves claims in one turn on the subscription: the events available
     /// now, oldest first, go to the claims in the order given, each up to
-    /// its `max`. One list of leases per claim, empty when nothing was left
-    /// for it (waiting is the caller's).
+    /// its `max`. One list of deliveries per claim, empty when nothing was
+    /// left for it (waiting is the caller's).
     async fn claim(
         &self,
         name: &str,
         claims: &[Claim],
-    ) -> Result<Vec<Vec<Lease>>, SubscriptionError>;
-    /// The events of leases as deliveries, in the leases' order: read after
-    /// the turn that leased them, so that claims read theirs side by side
-    /// instead of inside the turn. An event erased since is left out.
-    async fn deliveries(&self, leases: Vec<Lease>) -> Result<Vec<Delivery>, StoreError>;
+    ) -> Result<Vec<Vec<Delivery>>, SubscriptionError>;
     /// Acknowledges, retries or parks the events of several requests'
     /// leases in one transaction; what each request settled, in order (a
     /// lease two requests name counts for the first). A request naming a
@@ -243,7 +239,7 @@ impl<B: SqlBackend> Subscriptions for B {
         &self,
         name: &str,
         claims: &[Claim],
-    ) -> Result<Vec<Vec<Lease>>, SubscriptionError> {
+    ) -> Result<Vec<Vec<Delivery>>, SubscriptionError> {
         let mut tx = self.begin_write().await?;
         let turn = lock_for_turn::<B>(&mut tx, name)
             .await?
@@ -271,12 +267,11 @@ impl<B: SqlBackend> Subscriptions for B {
             let in_flight = &unsettled.in_flight;
             let wanted = plan.wanted();
             for ready in ready_now::<B>(&mut tx, name, &definition, in_flight, now, wanted).await? {
-                let event = HeldEvent {
-                    position: ready.global_position,
-                    attempt: ready.attempt + 1,
-                    stream: ready.stream,
-                };
-                plan.lease(event, true);
+                plan.lease(
+                    RecordedEvent::try_from(ready.event)?,
+                    ready.attempt + 1,
+                    true,
+                );
             }
         }
         let cursor = scan_source::<B>(&mut tx, &turn, &definition, unsettled, &mut plan).await?;
@@ -289,30 +284,7 @@ impl<B: SqlBackend> Subscriptions for B {
         writes.extend(plan.consumers_claimed(now));
         B::execute_all(&mut tx, writes).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(plan.leases())
-    }
-
-    #[tracing::instrument(level = "debug", skip(self, leases))]
-    async fn deliveries(&self, leases: Vec<Lease>) -> Result<Vec<Delivery>, StoreError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let positions: Vec<i64> = leases.iter().map(|lease| lease.position).collect();
-        let mut conn = connection(self).await?;
-        let events = fetch_events::<B>(&mut conn, events_at::<B>(&positions)).await?;
-        // Both in global order (a claim's leases are oldest first).
-        let mut events = events.into_iter().peekable();
-        let mut deliveries = Vec::with_capacity(leases.len());
-        for lease in leases {
-            if let Some(event) = events.next_if(|e| e.global_position == lease.position) {
-                deliveries.push(Delivery {
-                    lease: lease.text,
-                    attempt: lease.attempt,
-                    event,
-                });
-            }
-        }
-        Ok(deliveries)
+        Ok(plan.deliveries())
     }
 
     #[tracing::instrument(level = "debug", skip(self, requests))]
@@ -773,8 +745,9 @@ async fn too_many_unsettled<B: SqlBackend>(
 }
 
 /// The events neither leased nor parked that may be delivered now (at most
-/// `max`), oldest first: past their backoff and, with ordering by stream,
-/// the earliest of their stream, of a stream with nothing `in_flight`.
+/// `max`), oldest first, with their events: past their backoff and, with
+/// ordering by stream, the earliest of their stream, of a stream with
+/// nothing `in_flight`.
 async fn ready_now<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
@@ -783,10 +756,11 @@ async fn ready_now<B: SqlBackend>(
     now: i64,
     max: usize,
 ) -> Result<Vec<ReadyRow>, StoreError> {
-    let mut sql = Sql::new(
-        "SELECT global_position, stream, attempt FROM subscription_events s \
-         WHERE subscription = ",
-    );
+    let mut sql = Sql::new(&format!(
+        "SELECT {}, r.attempt FROM events JOIN (SELECT global_position AS ready, attempt \
+         FROM subscription_events s WHERE subscription = ",
+        event_columns::<B>()
+    ));
     sql.bind(name)
         .push(" AND parked_at IS NULL AND available_at <= ")
         .bind(now);
@@ -807,7 +781,8 @@ async fn ready_now<B: SqlBackend>(
         }
     }
     sql.push(" ORDER BY global_position LIMIT ")
-        .bind(max as i64);
+        .bind(max as i64)
+        .push(") r ON events.global_position = r.ready ORDER BY global_position");
     B::Db::fetch(conn, sql).await
 }
 
@@ -854,8 +829,8 @@ async fn scan_source<B: SqlBackend>(
             false => plan.wanted(),
         }
         .min(SCAN_PER_TURN - scanned);
-        let found: Vec<SourceRow> =
-            B::Db::fetch(conn, source_events(definition, cursor, head, chunk)).await?;
+        let found =
+            fetch_events::<B>(conn, source_events::<B>(definition, cursor, head, chunk)).await?;
         let exhausted = found.len() < chunk;
         if ordered && unsettled.waiting {
             busy.extend(waiting_streams::<B>(conn, &row.name, &found).await?);
@@ -866,19 +841,15 @@ async fn scan_source<B: SqlBackend>(
             }
             scanned += 1;
             cursor = event.global_position;
-            let event = HeldEvent {
-                position: event.global_position,
-                attempt: 1,
-                stream: event.stream,
-            };
             if ordered && !busy.insert(event.stream.clone()) {
                 plan.waiting.push(HeldEvent {
+                    position: event.global_position,
                     attempt: 0,
-                    ..event
+                    stream: event.stream,
                 });
                 continue;
             }
-            plan.lease(event, false);
+            plan.lease(event, 1, false);
         }
         if exhausted && plan.wanted() > 0 {
             cursor = head;
@@ -893,7 +864,7 @@ async fn scan_source<B: SqlBackend>(
 async fn waiting_streams<B: SqlBackend>(
     conn: &mut Conn<B>,
     name: &str,
-    events: &[SourceRow],
+    events: &[RecordedEvent],
 ) -> Result<HashSet<String>, StoreError> {
     if events.is_empty() {
         return Ok(HashSet::new());
@@ -999,11 +970,18 @@ fn source_filter(
     true
 }
 
-/// Up to `limit` source events after `after`, up to `head`, in global
-/// order: their positions and streams.
-fn source_events(definition: &SubscriptionDefinition, after: i64, head: i64, limit: usize) -> Sql {
+/// Up to `limit` source events after `after`, up to `head`, in global order.
+fn source_events<B: SqlBackend>(
+    definition: &SubscriptionDefinition,
+    after: i64,
+    head: i64,
+    limit: usize,
+) -> Sql {
     let limit = limit as i64;
-    let mut sql = Sql::new("SELECT global_position, stream FROM events WHERE");
+    let mut sql = Sql::new(&format!(
+        "SELECT {} FROM events WHERE",
+        event_columns::<B>()
+    ));
     if !source_filter(&mut sql, definition, after, limit) {
         sql.push(" AND 1 = 0");
     }
@@ -1424,10 +1402,24 @@ struct Claimant<'a> {
 struct Leased {
     /// Which of the turn's claims it goes to.
     claim: usize,
-    event: HeldEvent,
+    event: RecordedEvent,
+    /// Which delivery of it this is.
+    attempt: i64,
     /// Whether it comes from `subscription_events` (rather than the source).
     again: bool,
+    /// The lease's text.
     text: String,
+}
+
+impl Leased {
+    /// The event as its claim's row of leases lists it.
+    fn held(&self) -> HeldEvent {
+        HeldEvent {
+            position: self.event.global_position,
+            attempt: self.attempt,
+            stream: self.event.stream.clone(),
+        }
+    }
 }
 
 impl<'a> ClaimPlan<'a> {
@@ -1469,35 +1461,42 @@ impl<'a> ClaimPlan<'a> {
         self.claims.iter().map(|c| c.max - c.leased).sum()
     }
 
-    /// Leases an event to the first claim that wants more (none does once
-    /// [`Self::wanted`] is 0: the event is left); `again` when it comes from
-    /// `subscription_events`, whose row it then leaves.
-    fn lease(&mut self, event: HeldEvent, again: bool) {
+    /// Leases an event for its `attempt`th delivery to the first claim that
+    /// wants more (none does once [`Self::wanted`] is 0: the event is left);
+    /// `again` when it comes from `subscription_events`, whose row it then
+    /// leaves.
+    fn lease(&mut self, event: RecordedEvent, attempt: i64, again: bool) {
         let Some(claim) = self.claims.iter().position(|c| c.leased < c.max) else {
             return;
         };
         let claimant = &mut self.claims[claim];
         claimant.leased += 1;
-        let text = LeaseId::issue(self.subscription, self.key, event.position, &claimant.token);
+        let text = LeaseId::issue(
+            self.subscription,
+            self.key,
+            event.global_position,
+            &claimant.token,
+        );
         self.leased.push(Leased {
             claim,
             event,
+            attempt,
             again,
             text,
         });
     }
 
-    /// Each claim's leases, oldest first (as `leased` is).
-    fn leases(&self) -> Vec<Vec<Lease>> {
-        let mut leases: Vec<Vec<Lease>> = self.claims.iter().map(|_| Vec::new()).collect();
-        for leased in &self.leased {
-            leases[leased.claim].push(Lease {
-                text: leased.text.clone(),
-                attempt: leased.event.attempt,
-                position: leased.event.position,
+    /// Each claim's deliveries, oldest first (as `leased` is).
+    fn deliveries(self) -> Vec<Vec<Delivery>> {
+        let mut deliveries: Vec<Vec<Delivery>> = self.claims.iter().map(|_| Vec::new()).collect();
+        for leased in self.leased {
+            deliveries[leased.claim].push(Delivery {
+                lease: leased.text,
+                attempt: leased.attempt,
+                event: leased.event,
             });
         }
-        leases
+        deliveries
     }
 
     /// The statements that write the claims' rows of leases and the waiting
@@ -1509,7 +1508,7 @@ impl<'a> ClaimPlan<'a> {
             .leased
             .iter()
             .filter(|leased| leased.again)
-            .map(|leased| leased.event.position)
+            .map(|leased| leased.event.global_position)
             .collect();
         if !again.is_empty() {
             let mut sql = Sql::new("DELETE FROM subscription_events WHERE subscription = ");
@@ -1526,7 +1525,7 @@ impl<'a> ClaimPlan<'a> {
                 .leased
                 .iter()
                 .filter(|leased| leased.claim == at)
-                .map(|leased| leased.event.clone())
+                .map(Leased::held)
                 .collect();
             if !events.is_empty() {
                 rows.push(LeaseWrite::new(
