@@ -870,15 +870,14 @@ async fn waiting_streams<B: SqlBackend>(
         return Ok(HashSet::new());
     }
     let streams: HashSet<&str> = events.iter().map(|e| e.stream.as_str()).collect();
-    let streams: Vec<StreamOf> = streams
-        .into_iter()
-        .map(|stream| StreamOf { stream })
-        .collect();
+    let streams: Vec<&str> = streams.into_iter().collect();
+    // A list of values, not a JSON bind: the planner then probes the stream
+    // index for each, where a young table's statistics led it to rescan the
+    // JSON for every waiting event (272 ms for 10,000 of them).
     let mut sql = Sql::new("SELECT DISTINCT stream FROM subscription_events WHERE subscription = ");
     sql.bind(name)
-        .push(" AND parked_at IS NULL AND stream IN (SELECT r.stream FROM ");
-    B::json_rows(&mut sql, to_json(&streams), StreamOf::COLUMNS);
-    sql.push(")");
+        .push(" AND parked_at IS NULL AND stream IN ")
+        .bind_list(&streams);
     Ok(B::Db::fetch_text(conn, sql).await?.into_iter().collect())
 }
 
