@@ -27,10 +27,21 @@ CREATE TABLE subscription_leases (
 -- "Which leases have run out?", for every turn of claims.
 CREATE INDEX subscription_leases_expires ON subscription_leases (subscription, expires);
 
--- `subscription_events` now holds only events not leased: waiting behind
--- their stream, waiting out a retry's backoff, due again, or parked. Events
--- leased under the old layout are delivered again (their leases go stale),
--- with the attempt they had: at least once, as always.
+-- `subscription_events` now holds only events not leased. Events leased
+-- under the old layout stay where they are, their old leases answering
+-- stale: due again once those leases would have run out (never to two
+-- consumers at once), with the attempt they had, or parked if that was
+-- their last allowed delivery, as running out would have done. Every
+-- instance must be stopped for the upgrade: an older one reads the columns
+-- dropped here.
+UPDATE subscription_events
+SET parked_at = CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER),
+    reason = 'leased at its last allowed delivery when the store was upgraded'
+WHERE lease_expires IS NOT NULL
+  AND attempt >= (SELECT json_extract(s.definition, '$.max_deliveries') FROM subscriptions s
+                  WHERE s.name = subscription_events.subscription);
+UPDATE subscription_events SET available_at = lease_expires
+WHERE lease_expires IS NOT NULL AND parked_at IS NULL AND lease_expires > available_at;
 ALTER TABLE subscription_events DROP COLUMN lease;
 ALTER TABLE subscription_events DROP COLUMN consumer;
 ALTER TABLE subscription_events DROP COLUMN lease_expires;

@@ -104,7 +104,9 @@ impl Sql {
     }
 
     /// Appends another statement, its placeholders numbered on from this
-    /// one's.
+    /// one's. Every `$` followed by digits is taken for a placeholder, so
+    /// the appended text must not hold one inside a literal (`'$.name'`,
+    /// SQLite's JSON paths, is fine: no digit follows).
     pub fn append(&mut self, other: Sql) -> &mut Self {
         let offset = self.binds.len();
         let mut rest = other.text.as_str();

@@ -17,8 +17,10 @@
 //! claim waiting for it (the dispatcher gathers them), so consumers share
 //! its cost, and moves the events of leases that ran out back to
 //! `subscription_events`. Settlements find a lease by its claim's token and
-//! its event's position, under the row's lock: a lease that ran out and was
-//! moved back no longer matches, and is reported stale. Leases are signed
+//! its event's position, under the lock of the claim's row of leases (rows
+//! of leases are always locked in token order, so two statements never wait
+//! for each other's): a lease that ran out and was moved back no longer
+//! matches, and is reported stale. Leases are signed
 //! with the subscription's own key, so one it never issued (forged, or
 //! another subscription's) is refused rather than called stale.
 
@@ -91,9 +93,11 @@ pub trait Subscriptions: Send + Sync {
         claims: &[Claim],
     ) -> Result<Vec<Vec<Delivery>>, SubscriptionError>;
     /// Acknowledges, retries or parks the events of several requests'
-    /// leases in one transaction; what each request settled, in order (a
-    /// lease two requests name counts for the first). A request naming a
-    /// lease the subscription never issued is refused alone.
+    /// leases; what each request settled, in order (a lease two requests
+    /// name counts for the first). A request naming a lease the subscription
+    /// never issued is refused alone. Acknowledgements of whole claims
+    /// commit first, the rest in one transaction after: should that fail,
+    /// the error is answered, and a retry finds the first ones stale.
     async fn settle(
         &self,
         name: &str,
@@ -218,9 +222,12 @@ impl<B: SqlBackend> Subscriptions for B {
         if load::<B>(&mut tx, name, true).await?.is_none() {
             return Ok(false);
         }
+        // Leases first: a settlement under way holds its claim's row, and
+        // what it moves to `subscription_events` as it commits is then
+        // deleted below.
         for table in [
-            "subscription_events",
             "subscription_leases",
+            "subscription_events",
             "subscription_consumers",
         ] {
             let mut sql = Sql::new(&format!("DELETE FROM {table} WHERE subscription = "));
@@ -603,10 +610,11 @@ async fn return_expired<B: SqlBackend>(
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
-    sql.bind(name)
-        .push(" AND expires <= ")
-        .bind(now)
-        .push(" RETURNING events");
+    sql.bind(name).push(" AND token IN ");
+    locked_tokens::<B>(&mut sql, name, |sql| {
+        sql.push(" AND expires <= ").bind(now);
+    });
+    sql.push(" RETURNING events");
     let mut events = Vec::new();
     for text in B::Db::fetch_text(conn, sql).await? {
         events.extend(HeldEvent::parse_list(&text)?);
@@ -615,18 +623,25 @@ async fn return_expired<B: SqlBackend>(
         "not acknowledged within ack_timeout_ms ({}) after {} deliveries",
         definition.ack_timeout_ms, definition.max_deliveries
     );
-    let max_deliveries = i64::from(definition.max_deliveries);
     let rows: Vec<Unleased> = events
         .iter()
-        .map(|event| match event.attempt < max_deliveries {
-            true => Unleased::due(event, 0),
-            false => Unleased::parked(event, now, &reason),
-        })
+        .map(|event| Unleased::again(event, definition, 0, now, &reason))
         .collect();
     if let Some(sql) = unleased_rows::<B>(name, &rows) {
         B::Db::execute(conn, sql).await?;
     }
     Ok(!events.is_empty())
+}
+
+/// Appends `(…)` selecting the tokens of a subscription's rows of leases
+/// that `filter` (appending conditions) keeps, locked in token order. Every
+/// statement that locks several rows of leases takes them this way, so that
+/// two never each hold a row the other waits for.
+fn locked_tokens<B: SqlBackend>(sql: &mut Sql, name: &str, filter: impl FnOnce(&mut Sql)) {
+    sql.push("(SELECT token FROM subscription_leases WHERE subscription = ")
+        .bind(name);
+    filter(sql);
+    sql.push(" ORDER BY token").push(B::LOCK_ROWS).push(")");
 }
 
 /// Writes events that are not (or no longer) leased to
@@ -886,7 +901,8 @@ fn events_at<B: SqlBackend>(positions: &[i64]) -> Sql {
     let first = positions.iter().min().copied().unwrap_or(0);
     let last = positions.iter().max().copied().unwrap_or(0);
     // The range lets the planner see an index range scan even when a young
-    // table's statistics make a full scan look cheaper than the list.
+    // table's statistics make a full scan look cheaper than the list (seen
+    // for 100 positions in 20,000 events).
     let mut sql = Sql::new(&format!(
         "SELECT {} FROM events WHERE global_position BETWEEN ",
         event_columns::<B>()
@@ -1012,25 +1028,21 @@ async fn ack_whole_claims<B: SqlBackend>(
     name: &str,
     leases: &[&LeaseId],
 ) -> Result<HashSet<String>, StoreError> {
-    let mut named: HashMap<&str, Vec<i64>> = HashMap::new();
-    for lease in leases {
-        named
-            .entry(lease.token.as_str())
-            .or_default()
-            .push(lease.position);
-    }
-    let claims: Vec<WholeClaim> = named
+    let claims: Vec<WholeClaim> = positions_by_token(leases)
         .into_iter()
         .map(|(token, positions)| WholeClaim {
             token,
-            digest: positions_digest(positions),
+            digest: positions_digest(&positions),
         })
         .collect();
     let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
-    sql.bind(name)
-        .push(" AND (token, digest) IN (SELECT r.token, r.digest FROM ");
-    B::json_rows(&mut sql, to_json(&claims), WholeClaim::COLUMNS);
-    sql.push(") RETURNING token");
+    sql.bind(name).push(" AND token IN ");
+    locked_tokens::<B>(&mut sql, name, |sql| {
+        sql.push(" AND (token, digest) IN (SELECT r.token, r.digest FROM ");
+        B::json_rows(sql, to_json(&claims), WholeClaim::COLUMNS);
+        sql.push(")");
+    });
+    sql.push(" RETURNING token");
     Ok(backend.write_now(sql).await?.into_iter().collect())
 }
 
@@ -1048,11 +1060,20 @@ impl WholeClaim<'_> {
         &[("token", "text"), ("digest", "text")];
 }
 
-/// A digest of a set of positions (in any order, repeats counting once):
-/// equal digests mean equal sets.
-fn positions_digest(mut positions: Vec<i64>) -> String {
-    positions.sort_unstable();
-    positions.dedup();
+/// The positions leases name, by their claims' tokens.
+fn positions_by_token<'a>(leases: &[&'a LeaseId]) -> HashMap<&'a str, BTreeSet<i64>> {
+    let mut named: HashMap<&str, BTreeSet<i64>> = HashMap::new();
+    for lease in leases {
+        named
+            .entry(lease.token.as_str())
+            .or_default()
+            .insert(lease.position);
+    }
+    named
+}
+
+/// A digest of a set of positions: equal digests mean equal sets.
+fn positions_digest(positions: &BTreeSet<i64>) -> String {
     let mut hash = Sha256::new();
     for position in positions {
         hash.update(position.to_be_bytes());
@@ -1070,23 +1091,19 @@ async fn settle_leases<B: SqlBackend>(
 ) -> Result<HashSet<String>, SubscriptionError> {
     let name = row.name.as_str();
     let now = now_micros().timestamp_micros();
-    let mut wanted: HashMap<&str, HashSet<i64>> = HashMap::new();
-    for lease in leases {
-        wanted
-            .entry(lease.token.as_str())
-            .or_default()
-            .insert(lease.position);
-    }
+    let wanted = positions_by_token(leases);
     let tokens: Vec<&str> = wanted.keys().copied().collect();
     let mut tx = backend.begin_write().await?;
-    // Locked: the turn that would move a lease that ran out back waits, or
-    // went first and the lease is gone.
+    // Locked, in token order (see [`locked_tokens`]): the turn that would
+    // move a lease that ran out back waits, or went first and the lease is
+    // gone.
     let mut sql = Sql::new(
         "SELECT token, consumer, expires, events FROM subscription_leases WHERE subscription = ",
     );
     sql.bind(name)
         .push(" AND token IN ")
         .bind_list(&tokens)
+        .push(" ORDER BY token")
         .push(B::LOCK_ROWS);
     let claims: Vec<LeaseRow> = B::Db::fetch(&mut tx, sql).await?;
     let mut held = HashSet::new();
@@ -1127,14 +1144,11 @@ async fn settle_leases<B: SqlBackend>(
     let unleased: Vec<Unleased> = match settlement {
         Settlement::Ack => Vec::new(),
         Settlement::Retry { delay, reason } => {
-            let max_deliveries = i64::from(parse_definition(row)?.max_deliveries);
+            let definition = parse_definition(row)?;
             let available = now.saturating_add(delay.as_micros().try_into().unwrap_or(i64::MAX));
             settled
                 .iter()
-                .map(|event| match event.attempt < max_deliveries {
-                    true => Unleased::due(event, available),
-                    false => Unleased::parked(event, now, reason),
-                })
+                .map(|event| Unleased::again(event, &definition, available, now, reason))
                 .collect()
         }
         Settlement::Park { reason } => settled
@@ -1243,7 +1257,7 @@ impl LeaseWrite {
             expires,
             first_position: events.iter().map(|e| e.position).min().unwrap_or(0),
             held: events.len() as i64,
-            digest: positions_digest(events.iter().map(|e| e.position).collect()),
+            digest: positions_digest(&events.iter().map(|e| e.position).collect()),
             events: to_json(events),
         }
     }
@@ -1281,6 +1295,22 @@ impl<'a> Unleased<'a> {
             available_at,
             parked_at: None,
             reason: None,
+        }
+    }
+
+    /// An event whose lease ended unacknowledged: due again from
+    /// `available_at`, or, after its last allowed delivery, parked at `now`
+    /// for `reason`.
+    fn again(
+        event: &'a HeldEvent,
+        definition: &SubscriptionDefinition,
+        available_at: i64,
+        now: i64,
+        reason: &'a str,
+    ) -> Self {
+        match event.attempt < i64::from(definition.max_deliveries) {
+            true => Unleased::due(event, available_at),
+            false => Unleased::parked(event, now, reason),
         }
     }
 

@@ -1242,3 +1242,150 @@ async fn a_crash_loses_no_acknowledgement_and_no_event() {
         (Some(100), Some(0))
     );
 }
+
+/// A store whose subscription leased events under the layout before
+/// migration 0007 (a row per event, its lease in the row) is upgraded by the
+/// next start: an event still leased is not handed to a second consumer
+/// before its lease would have run out, one leased at its last allowed
+/// delivery is parked, and the rest flows. The old layout is made by hand
+/// from a store the server wrote, then the server starts on it again.
+async fn an_upgraded_store_keeps_its_leases_promises(database: Database) {
+    use crate::binary::Server;
+    let flags = database.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::start_with(&flags).await;
+    let client = reqwest::Client::new();
+    let url = server.url.clone();
+    let events: Vec<Value> = (0..3).map(|i| json!({"type": "E", "data": i})).collect();
+    let response = client
+        .post(format!("{url}/streams/upgrade-1"))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let definition =
+        json!({"source": {"category": "upgrade"}, "ordering": "none", "max_deliveries": 3});
+    let response = client
+        .put(format!("{url}/subscriptions/u"))
+        .json(&definition)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    drop(server);
+
+    // Back to the layout of migration 0006: events 1 and 2 scanned and
+    // leased for an hour, event 2 at its last allowed delivery.
+    let in_an_hour = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_micros();
+    database
+        .execute(&[
+            "DROP TABLE subscription_leases".to_owned(),
+            "DELETE FROM _sqlx_migrations WHERE version = 7".to_owned(),
+            "ALTER TABLE subscription_events ADD COLUMN lease TEXT".to_owned(),
+            "ALTER TABLE subscription_events ADD COLUMN consumer TEXT".to_owned(),
+            "ALTER TABLE subscription_events ADD COLUMN lease_expires BIGINT".to_owned(),
+            "UPDATE subscriptions SET cursor = 2".to_owned(),
+            format!(
+                "INSERT INTO subscription_events (subscription, global_position, stream, attempt, \
+             lease, consumer, lease_expires, available_at) VALUES \
+             ('u', 1, 'upgrade-1', 1, '1.a', 'w1', {in_an_hour}, 0), \
+             ('u', 2, 'upgrade-1', 3, '2.a', 'w1', {in_an_hour}, 0)"
+            ),
+        ])
+        .await;
+
+    let server = Server::start_with(&flags).await;
+    let url = &server.url;
+    let claimed: Value = client
+        .post(format!("{url}/subscriptions/u/claim"))
+        .json(&json!({"consumer": "w2", "max": 10}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let positions: Vec<i64> = claimed["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"]["global_position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, [3], "only the event nobody held");
+    let parked: Value = client
+        .get(format!("{url}/subscriptions/u/parked"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parked = parked["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0]["event"]["global_position"], 2);
+    assert_eq!(parked[0]["attempts"], 3);
+    let view: Value = client
+        .get(format!("{url}/subscriptions/u"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (view["position"].as_i64(), view["parked"].as_i64()),
+        (Some(0), Some(1))
+    );
+}
+
+/// A store for [`an_upgraded_store_keeps_its_leases_promises`]: a data
+/// directory or a fresh Postgres database.
+enum Database {
+    Sqlite(tempfile::TempDir),
+    Postgres(crate::common::postgres::TestDatabase),
+}
+
+impl Database {
+    /// The server's flags for it.
+    fn flags(&self) -> Vec<String> {
+        match self {
+            Database::Sqlite(dir) => vec!["--data-dir".into(), dir.path().display().to_string()],
+            Database::Postgres(db) => vec!["--database-url".into(), db.url().to_owned()],
+        }
+    }
+
+    /// Runs statements on a connection of its own, the server stopped.
+    async fn execute(&self, statements: &[String]) {
+        use sqlx::{Connection, Executor};
+        match self {
+            Database::Sqlite(dir) => {
+                let url = format!("sqlite://{}", dir.path().join("cairn.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                for statement in statements {
+                    conn.execute(statement.as_str()).await.unwrap();
+                }
+            }
+            Database::Postgres(db) => {
+                let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+                for statement in statements {
+                    conn.execute(statement.as_str()).await.unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upgraded_sqlite_store_keeps_its_leases_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    an_upgraded_store_keeps_its_leases_promises(Database::Sqlite(dir)).await;
+}
+
+#[tokio::test]
+async fn an_upgraded_postgres_store_keeps_its_leases_promises() {
+    let Some(database) = crate::common::postgres::fresh_database().await else {
+        return;
+    };
+    an_upgraded_store_keeps_its_leases_promises(Database::Postgres(database)).await;
+}
