@@ -1,10 +1,10 @@
 //! Requests on one subscription served together, in turns. A claim costs the
 //! store about the same for one consumer as for eight (claims on one
-//! subscription take turns on its row), and so does an acknowledgement (one
-//! statement and one commit), so the requests that arrive while a turn runs
-//! wait for the next and are served together: the append writer's group
-//! commit (`store/writer.rs`), per subscription. Eight consumers then cost
-//! one turn instead of eight in a row.
+//! subscription take turns on its row), and so does an acknowledgement (a
+//! statement or a short transaction), so the requests that arrive while a
+//! turn runs wait for the next and are served together: the append writer's
+//! group commit (`store/writer.rs`), per subscription. Eight consumers then
+//! cost one turn instead of eight in a row.
 
 use std::collections::HashMap;
 use std::future::Future;

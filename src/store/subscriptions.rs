@@ -1020,21 +1020,29 @@ fn source_count<B: SqlBackend>(definition: &SubscriptionDefinition, after: i64) 
     sql
 }
 
-/// Acknowledges the claims whose leases are all among `leases` (the usual
-/// acknowledgement: a consumer's whole batch), deleting their rows by the
-/// digest of their positions in one statement; the claims' tokens.
+/// Acknowledges the claims of several events whose leases are all among
+/// `leases` (the usual acknowledgement: a consumer's whole batch), deleting
+/// their rows by the digest of their positions in one statement; the
+/// claims' tokens.
 async fn ack_whole_claims<B: SqlBackend>(
     backend: &B,
     name: &str,
     leases: &[&LeaseId],
 ) -> Result<HashSet<String>, StoreError> {
+    // A single lease may be one of many in its claim (feeds and pushes
+    // acknowledge each delivery alone): that is left to the transaction,
+    // rather than this statement matching nothing first.
     let claims: Vec<WholeClaim> = positions_by_token(leases)
         .into_iter()
+        .filter(|(_, positions)| positions.len() > 1)
         .map(|(token, positions)| WholeClaim {
             token,
             digest: positions_digest(&positions),
         })
         .collect();
+    if claims.is_empty() {
+        return Ok(HashSet::new());
+    }
     let mut sql = Sql::new("DELETE FROM subscription_leases WHERE subscription = ");
     sql.bind(name).push(" AND token IN ");
     locked_tokens::<B>(&mut sql, name, |sql| {
