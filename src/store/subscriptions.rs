@@ -20,9 +20,9 @@
 //! its event's position, under the lock of the claim's row of leases (rows
 //! of leases are always locked in token order, so two statements never wait
 //! for each other's): a lease that ran out and was moved back no longer
-//! matches, and is reported stale. Leases are signed
-//! with the subscription's own key, so one it never issued (forged, or
-//! another subscription's) is refused rather than called stale.
+//! matches, and is reported stale. Leases are signed with the
+//! subscription's own key, so one it never issued (forged, or another
+//! subscription's) is refused rather than called stale.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;

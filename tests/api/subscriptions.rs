@@ -81,6 +81,13 @@ fn seen(deliveries: &[Value]) -> Vec<(String, i64, i64)> {
         .collect()
 }
 
+/// `GET` a URL of a server started by the test, expecting `200`; the JSON.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {url}");
+    response.json().await.unwrap()
+}
+
 /// A subscription's state.
 async fn state(app: &TestApp, name: &str) -> Value {
     app.get_json(&format!("/subscriptions/{name}")).await
@@ -1229,14 +1236,7 @@ async fn a_crash_loses_no_acknowledgement_and_no_event() {
         let attempt = if unacked.contains(&position) { 2 } else { 1 };
         assert_eq!(delivery["attempt"], attempt);
     }
-    let view: Value = client
-        .get(format!("{url}/subscriptions/c"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = get_json(&client, format!("{url}/subscriptions/c")).await;
     assert_eq!(
         (view["position"].as_i64(), view["lag"].as_i64()),
         (Some(100), Some(0))
@@ -1313,26 +1313,12 @@ async fn an_upgraded_store_keeps_its_leases_promises(database: Database) {
         .map(|d| d["event"]["global_position"].as_i64().unwrap())
         .collect();
     assert_eq!(positions, [3], "only the event nobody held");
-    let parked: Value = client
-        .get(format!("{url}/subscriptions/u/parked"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let parked = get_json(&client, format!("{url}/subscriptions/u/parked")).await;
     let parked = parked["parked"].as_array().unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0]["event"]["global_position"], 2);
     assert_eq!(parked[0]["attempts"], 3);
-    let view: Value = client
-        .get(format!("{url}/subscriptions/u"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = get_json(&client, format!("{url}/subscriptions/u")).await;
     assert_eq!(
         (view["position"].as_i64(), view["parked"].as_i64()),
         (Some(0), Some(1))
