@@ -64,6 +64,13 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     fn begin_write(
         &self,
     ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+    /// Begins a transaction that holds the store-wide write lock until it
+    /// ends, as the writer's batches do, for the changes to the log besides
+    /// appends (erasure, tombstones, import): a batch judging versions and
+    /// handing out global positions must never see one half done.
+    fn begin_log_write(
+        &self,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
     /// Begins a read-only transaction that sees one snapshot of the store.
     fn begin_read(
         &self,

@@ -164,19 +164,28 @@ struct PgWrites {
 
 /// What a batch is judged against, in one round trip: the versions of its
 /// streams (`$1`, rows `v`), where its event ids (`$2`) are already stored
-/// (rows `e`), and the head of the log with the commit time (row `h`), never
-/// before the last event's. Public for the test that checks its plan.
+/// (rows `e`), and the head of the log (which outlives its event's erasure in
+/// `log_head`) with the commit time (row `h`), never before the last event's. Public for the test that checks its plan.
 pub const LOAD_BATCH_STATE: &str = "SELECT 'v', stream, version, 0::bigint, NULL::uuid FROM streams WHERE stream = ANY($1) \
              UNION ALL SELECT 'e', stream, position, global_position, id FROM events WHERE id = ANY($2) \
-             UNION ALL SELECT 'h', '', coalesce(last.global_position, 0), \
+             UNION ALL SELECT 'h', '', greatest(last.global_position, erased.global_position, 0), \
              (extract(epoch FROM greatest(clock_timestamp(), last.time)) * 1000000)::bigint, NULL \
              FROM (SELECT 1) AS one LEFT JOIN \
-             (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last ON true";
+             (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last ON true \
+             LEFT JOIN log_head AS erased ON true";
 
 /// How long a request waits for a database it cannot reach (a pooled
 /// connection, or the writer's reconnection) before it is answered 503:
 /// API.md allows 2 s.
 const UNAVAILABLE_AFTER: Duration = Duration::from_secs(2);
+
+/// The isolation level and the lock of [`BEGIN_WRITE`], for a transaction
+/// begun already.
+macro_rules! lock_log {
+    () => {
+        "ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(426836062830)"
+    };
+}
 
 /// Begins a write transaction and takes the store-wide write lock, in one
 /// round trip (a simple query may hold several statements). The lock's key,
@@ -192,8 +201,7 @@ const UNAVAILABLE_AFTER: Duration = Duration::from_secs(2);
 /// convoy. READ COMMITTED whatever the database's default: the batch's state
 /// is read by the next statement, which must see what committed while this
 /// one waited for the lock.
-const BEGIN_WRITE: &str =
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(426836062830)";
+const BEGIN_WRITE: &str = concat!("BEGIN ", lock_log!());
 
 #[async_trait]
 impl WriteStatements for PgWrites {
@@ -400,6 +408,12 @@ impl SqlBackend for PostgresStore {
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.0.pool.begin().await.map_err(unavailable)
+    }
+
+    async fn begin_log_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.0.pool.begin().await.map_err(unavailable)?;
+        tx.execute(concat!("SET TRANSACTION ", lock_log!())).await?;
+        Ok(tx)
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {

@@ -42,7 +42,7 @@ pub trait Reads: Send + Sync {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StreamInfo>, StoreError>;
-    /// The highest global position stored (0 when empty).
+    /// The highest global position ever committed (0 when none), erased or not.
     async fn head(&self) -> Result<i64, StoreError>;
 }
 
@@ -283,9 +283,15 @@ pub(super) fn stream_list<B: SqlBackend>(prefix: &str, after: Option<&str>, limi
     sql
 }
 
-/// The highest global position.
+/// The head of the log as a scalar subquery: the highest global position
+/// ever committed, which outlives its event's erasure in `log_head`.
+pub(super) const HEAD: &str = "(SELECT max(global_position) FROM \
+     (SELECT max(global_position) AS global_position FROM events \
+     UNION ALL SELECT global_position FROM log_head) AS heads)";
+
+/// The head of the log (NULL when nothing was ever committed).
 pub(super) fn head() -> Sql {
-    Sql::new("SELECT max(global_position) FROM events")
+    Sql::new(&format!("SELECT {HEAD}"))
 }
 
 /// The version of a stream.

@@ -140,7 +140,11 @@ impl WriteStatements for SqliteWrites {
         .fetch_optional(&mut **tx)
         .await?;
         let (last_global_position, last_time) = last.unwrap_or((0, 0));
-        state.last_global_position = last_global_position;
+        // The head outlives its event's erasure.
+        let erased: Option<i64> = sqlx::query_scalar("SELECT global_position FROM log_head")
+            .fetch_optional(&mut **tx)
+            .await?;
+        state.last_global_position = last_global_position.max(erased.unwrap_or(0));
         // Commit times never go backwards along the log, even if the clock does.
         let micros = Utc::now().timestamp_micros().max(last_time);
         state.commit_time = DateTime::<Utc>::from_timestamp_micros(micros)
@@ -252,6 +256,11 @@ impl SqlBackend for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable)
+    }
+
+    async fn begin_log_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // Every write transaction takes SQLite's one write lock.
+        self.begin_write().await
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {

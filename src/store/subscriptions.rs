@@ -40,7 +40,7 @@ use super::model::{
     RecordedEvent, Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
 };
 use super::queries::matching_positions;
-use super::reads::head;
+use super::reads::{HEAD, head};
 use super::rows::{
     ConsumerRow, LeaseRow, ParkedRow, ReadyRow, SubscriptionRow, TallyRow, TurnRow, earliest,
     from_micros,
@@ -716,7 +716,7 @@ async fn lock_for_turn<B: SqlBackend>(
     name: &str,
 ) -> Result<Option<TurnRow>, StoreError> {
     let mut sql = Sql::new(&format!(
-        "{SUBSCRIPTION_SELECT}, (SELECT max(global_position) FROM events) AS head, \
+        "{SUBSCRIPTION_SELECT}, {HEAD} AS head, \
          (SELECT min(global_position) FROM subscription_events e \
          WHERE e.subscription = subscriptions.name AND e.parked_at IS NULL) AS first_waiting, \
          (SELECT min(first_position) FROM subscription_leases l \
