@@ -1,12 +1,13 @@
 -- Data governance (API.md: Event schemas, Retention and deletion, Export and
 -- import). Times are microseconds since the epoch, as in snapshots.
 
--- One JSON Schema per event type, kept as the text the client sent.
--- `version` counts replacements: writers cache compiled validators by type
--- and version, so a replacement made through any instance is seen by all.
+-- One JSON Schema per event type, kept as the text the client sent (NULL:
+-- deleted). `version` counts every change and is never reused, not even
+-- after a deletion: writers cache compiled validators by type and version,
+-- so a change made through any instance is seen by all.
 CREATE TABLE event_schemas (
     type text COLLATE "C" PRIMARY KEY,
-    schema text NOT NULL,
+    schema text,
     version bigint NOT NULL,
     time bigint NOT NULL
 );

@@ -1,12 +1,13 @@
 -- Data governance (API.md: Event schemas, Retention and deletion, Export and
 -- import). Times are microseconds since the epoch.
 
--- One JSON Schema per event type, kept as the text the client sent.
--- `version` counts replacements: writers cache compiled validators by type
--- and version, so a replacement made by any process is seen by all.
+-- One JSON Schema per event type, kept as the text the client sent (NULL:
+-- deleted). `version` counts every change and is never reused, not even
+-- after a deletion: writers cache compiled validators by type and version,
+-- so a change made by any process is seen by all.
 CREATE TABLE event_schemas (
     type TEXT PRIMARY KEY,
-    schema TEXT NOT NULL,
+    schema TEXT,
     version INTEGER NOT NULL,
     time INTEGER NOT NULL
 ) WITHOUT ROWID;
