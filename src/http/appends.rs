@@ -98,6 +98,9 @@ struct MultiAppendResponse {
     responses(
         (status = 201, description = "Appended", body = MultiAppendResponse),
         (status = 200, description = "A retry of a stored write: nothing written", body = MultiAppendResponse),
+        (status = 400, description = "Malformed input, or an event's `data` does not match its type's schema \
+         (`event`: its index, `event_type`, `errors`: each failure's JSON `pointer` and `reason`): nothing written",
+         body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An event id is used elsewhere", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "An expected version does not hold (`stream`, `expected_version`, \
          `actual_version`), or the condition failed (`condition: \"failed\"`, `first_match`): nothing written",

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Denied;
-use crate::store::{AppendError, Expected, StoreError};
+use crate::store::{AppendError, Expected, SchemaFailure, StoreError};
 
 /// The result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -50,6 +50,19 @@ pub enum ApiError {
         /// The global position of the earliest such event.
         first_match: i64,
     },
+    /// An event's `data` does not validate against its type's schema.
+    #[error("event {event} ({event_type}) does not match the schema of its type: {}", .failures.len())]
+    SchemaViolation {
+        /// The event's index in the request.
+        event: usize,
+        /// Its type.
+        event_type: String,
+        /// Each failure, with where in `data`.
+        failures: Vec<SchemaFailure>,
+    },
+    /// The stream was deleted: its name stays taken.
+    #[error("{0}")]
+    Gone(String),
     /// The body or batch exceeds the configured limits.
     #[error("{0}")]
     TooLarge(String),
@@ -93,7 +106,8 @@ impl ApiError {
     /// The HTTP status of the problem.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::SchemaViolation { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -116,6 +130,8 @@ impl ApiError {
     fn slug(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad-request",
+            ApiError::SchemaViolation { .. } => "schema-violation",
+            ApiError::Gone(_) => "gone",
             ApiError::NotFound(_) => "not-found",
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::NotAcceptable(_) => "not-acceptable",
@@ -155,6 +171,22 @@ impl IntoResponse for ApiError {
                 ("stream".into(), json!(stream)),
                 ("expected_version".into(), expected),
                 ("actual_version".into(), json!(actual)),
+            ]);
+        }
+        if let ApiError::SchemaViolation {
+            event,
+            event_type,
+            failures,
+        } = &self
+        {
+            let failures: Vec<Value> = failures
+                .iter()
+                .map(|f| json!({"pointer": f.pointer, "reason": f.reason}))
+                .collect();
+            extra.extend([
+                ("event".into(), json!(event)),
+                ("event_type".into(), json!(event_type)),
+                ("errors".into(), Value::Array(failures)),
             ]);
         }
         if let ApiError::ConditionFailed { first_match } = &self {
@@ -237,6 +269,15 @@ impl From<AppendError> for ApiError {
                 ApiError::ConditionFailed { first_match }
             }
             AppendError::AfterBeyondHead { .. } => ApiError::BadRequest(error.to_string()),
+            AppendError::SchemaViolation {
+                event,
+                event_type,
+                failures,
+            } => ApiError::SchemaViolation {
+                event,
+                event_type,
+                failures,
+            },
             AppendError::IdConflict(_) => ApiError::Conflict(error.to_string()),
             AppendError::Store(error) => error.into(),
         }

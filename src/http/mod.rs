@@ -34,6 +34,7 @@ mod keys;
 mod openapi;
 mod ops;
 mod queries;
+mod schemas;
 pub mod server;
 mod snapshots;
 mod streams;
@@ -106,6 +107,7 @@ pub struct AppState {
         (name = "tracing", description = "Causation and correlation"),
         (name = "operations", description = "Health and metrics"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "schemas", description = "Event schemas: JSON Schema per event type, checked on every append (admin)"),
         (name = "subscriptions", description = "Managed subscriptions: leases to competing consumers, acknowledgements, parking, webhooks"),
     )
 )]
@@ -124,6 +126,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(trace::router())
         .merge(keys::router())
         .merge(subscriptions::router())
+        .merge(schemas::router())
         .merge(ops::router())
 }
 

@@ -77,6 +77,9 @@ struct AppendResponse {
          headers(("ETag" = String, description = "The new version"), ("Location" = String, description = "Where the first new event reads"))),
         (status = 200, description = "A retry of a stored write: nothing written", body = AppendResponse,
          headers(("ETag" = String, description = "The version of the last retried event"))),
+        (status = 400, description = "Malformed input, or an event's `data` does not match its type's schema \
+         (`event`: its index, `event_type`, `errors`: each failure's JSON `pointer` and `reason`): nothing written",
+         body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An event id is used elsewhere", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The expected version does not hold", body = Problem, content_type = "application/problem+json",
          headers(("ETag" = String, description = "The current version"))),

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::backend::{SqlBackend, connection};
 use super::error::StoreError;
 use super::sql::{Bind, Runner, Sql};
-use super::{checkpoints, queries, reads, snapshots, trace};
+use super::{checkpoints, queries, reads, schemas, snapshots, trace};
 
 /// How long a health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,6 +102,7 @@ fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
     let mut statements = reads::statements::<B>();
     statements.extend(snapshots::statements());
     statements.extend(checkpoints::statements());
+    statements.extend(schemas::statements());
     statements.extend(queries::statements::<B>());
     statements.extend(trace::statements::<B>());
     statements

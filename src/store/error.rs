@@ -5,6 +5,7 @@
 use uuid::Uuid;
 
 use super::model::Expected;
+use super::schemas::SchemaFailure;
 
 /// A failure of the store itself.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,6 +49,16 @@ pub enum AppendError {
         after: i64,
         /// The head.
         head: i64,
+    },
+    /// An event's `data` does not validate against its type's schema.
+    #[error("event {event} ({event_type}) does not match its type's schema")]
+    SchemaViolation {
+        /// The event's index in the request.
+        event: usize,
+        /// Its type.
+        event_type: String,
+        /// Each failure, with where in `data`.
+        failures: Vec<SchemaFailure>,
     },
     /// An event id is already used, and the request is not an exact retry.
     #[error("event id {0} is already used by another write")]

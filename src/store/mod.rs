@@ -17,6 +17,7 @@
 //! | `checkpoints.rs` | the [`Checkpoints`] concern |
 //! | `keys.rs` | the [`Keys`] concern: API keys, as digests |
 //! | `subscriptions.rs` | the [`Subscriptions`] concern: leases, acknowledgements, parking |
+//! | `schemas.rs` | the [`Schemas`] concern, and the writer's cache of compiled validators |
 //! | `diagnostics.rs` | the [`Diagnostics`] concern: health and query plans |
 //! | `backend.rs` | what a SQL backend supplies to the concerns (pool, read transactions, time spelling, `EXPLAIN`) |
 //! | `sql.rs` | statement builder, per-database runner, database errors mapped by SQLSTATE |
@@ -43,6 +44,7 @@ pub mod postgres;
 mod queries;
 mod reads;
 mod rows;
+mod schemas;
 mod snapshots;
 mod sql;
 pub mod sqlite;
@@ -69,13 +71,23 @@ pub use model::{
 };
 pub use queries::Queries;
 pub use reads::Reads;
+pub use schemas::{EventSchema, SchemaDocument, SchemaFailure, Schemas};
 pub use snapshots::Snapshots;
 pub use subscriptions::Subscriptions;
 pub use trace::Traces;
 
 /// An event store: every concern, offered alike by every backend.
 pub trait Store:
-    Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Subscriptions + Diagnostics
+    Appends
+    + Reads
+    + Queries
+    + Snapshots
+    + Traces
+    + Checkpoints
+    + Keys
+    + Subscriptions
+    + Schemas
+    + Diagnostics
 {
 }
 
@@ -88,6 +100,7 @@ impl<T> Store for T where
         + Checkpoints
         + Keys
         + Subscriptions
+        + Schemas
         + Diagnostics
 {
 }

@@ -3,12 +3,14 @@
 //! write. No I/O, so every rule is unit-tested here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::AppendError;
 use super::model::{AppendRequest, Appended, EventPosition, NewEvent, QueryItem};
+use super::schemas::failures;
 use crate::names;
 
 /// The outcome of one request of a batch.
@@ -40,6 +42,10 @@ pub struct BatchState {
     /// For each conditional request (by its index in the batch), the
     /// earliest stored event matching its condition above its `after`.
     pub first_matches: HashMap<usize, i64>,
+    /// The current schema version of each type of the batch that has one.
+    pub schema_versions: HashMap<String, i64>,
+    /// The validators of those schemas, by type.
+    pub validators: HashMap<String, Arc<jsonschema::Validator>>,
 }
 
 /// What [`BatchState`] is loaded for: the streams and event ids a batch
@@ -50,6 +56,8 @@ pub struct BatchKeys {
     pub streams: Vec<String>,
     /// Every id a client chose (see [`NewEvent::client_id`]).
     pub ids: Vec<Uuid>,
+    /// Each event type once.
+    pub types: Vec<String>,
     /// Each conditional request's index in the batch, query and `after`
     /// (0 when absent: any matching event at all).
     pub conditions: Vec<(usize, Vec<QueryItem>, i64)>,
@@ -73,6 +81,12 @@ impl BatchKeys {
                     .map(|e| e.event.id)
             })
             .collect();
+        let mut types: Vec<String> = batch
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.event.event_type.clone()))
+            .collect();
+        types.sort_unstable();
+        types.dedup();
         let conditions = batch
             .iter()
             .enumerate()
@@ -84,6 +98,7 @@ impl BatchKeys {
         BatchKeys {
             streams,
             ids,
+            types,
             conditions,
         }
     }
@@ -212,6 +227,20 @@ fn judge(index: usize, request: &AppendRequest, state: &BatchState, rows: &[Row<
         .collect();
     if stored.iter().any(Option::is_some) {
         return retried(request, &stored);
+    }
+    for (index, planned) in request.events.iter().enumerate() {
+        let event = &planned.event;
+        let Some(validator) = state.validators.get(&event.event_type) else {
+            continue;
+        };
+        let failures = failures(validator, &event.data);
+        if !failures.is_empty() {
+            return Err(AppendError::SchemaViolation {
+                event: index,
+                event_type: event.event_type.clone(),
+                failures,
+            });
+        }
     }
     if let Some(after) = request.condition.as_ref().and_then(|c| c.after)
         && after > state.last_global_position

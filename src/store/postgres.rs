@@ -164,15 +164,17 @@ struct PgWrites {
 
 /// What a batch is judged against, in one round trip: the versions of its
 /// streams (`$1`, rows `v`), where its event ids (`$2`) are already stored
-/// (rows `e`), and the head of the log (which outlives its event's erasure in
+/// (rows `e`), the schema versions of its types (`$3`, rows `s`), and the head of the log (which outlives its event's erasure in
 /// `log_head`) with the commit time (row `h`), never before the last event's. Public for the test that checks its plan.
 pub const LOAD_BATCH_STATE: &str = "SELECT 'v', stream, version, 0::bigint, NULL::uuid FROM streams WHERE stream = ANY($1) \
              UNION ALL SELECT 'e', stream, position, global_position, id FROM events WHERE id = ANY($2) \
+             UNION ALL SELECT 's', type, version, 0, NULL FROM event_schemas \
+             WHERE type = ANY($3) AND schema IS NOT NULL \
              UNION ALL SELECT 'h', '', greatest(last.global_position, erased.global_position, 0), \
              (extract(epoch FROM greatest(clock_timestamp(), last.time)) * 1000000)::bigint, NULL \
              FROM (SELECT 1) AS one LEFT JOIN \
              (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last ON true \
-             LEFT JOIN log_head AS erased ON true";
+             LEFT JOIN log_head AS erased ON erased.singleton";
 
 /// How long a request waits for a database it cannot reach (a pooled
 /// connection, or the writer's reconnection) before it is answered 503:
@@ -233,6 +235,7 @@ impl WriteStatements for PgWrites {
         let rows: Vec<(String, String, i64, i64, Option<Uuid>)> = sqlx::query_as(LOAD_BATCH_STATE)
             .bind(&keys.streams)
             .bind(&keys.ids)
+            .bind(&keys.types)
             .fetch_all(&mut *tx)
             .await?;
         let mut state = BatchState::default();
@@ -240,6 +243,9 @@ impl WriteStatements for PgWrites {
             match (kind.as_str(), id) {
                 ("v", _) => {
                     state.versions.insert(stream, position);
+                }
+                ("s", _) => {
+                    state.schema_versions.insert(stream, position);
                 }
                 ("e", Some(id)) => {
                     let stored = StoredId {
@@ -263,6 +269,10 @@ impl WriteStatements for PgWrites {
 
     async fn fetch_int(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Option<i64>, StoreError> {
         Postgres::fetch_int(&mut *tx, sql).await
+    }
+
+    async fn fetch_text(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Vec<String>, StoreError> {
+        Postgres::fetch_text(&mut *tx, sql).await
     }
 
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ use super::error::StoreError;
 use super::model::{
     AccessScope, Checkpoint, NewKey, RecordedEvent, Snapshot, StoredKey, StreamInfo,
 };
+use super::schemas::EventSchema;
 
 /// An event row as both backends return it (times as microseconds since the epoch).
 #[derive(sqlx::FromRow)]
@@ -257,4 +258,28 @@ pub(crate) struct ParkedRow {
     pub attempt: i64,
     pub reason: Option<String>,
     pub parked_at: i64,
+}
+
+/// An event schema row as both backends return it (deleted ones are never
+/// read as such).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SchemaRow {
+    #[sqlx(rename = "type")]
+    event_type: String,
+    schema: String,
+    version: i64,
+    time_micros: i64,
+}
+
+impl TryFrom<SchemaRow> for EventSchema {
+    type Error = StoreError;
+
+    fn try_from(row: SchemaRow) -> Result<Self, StoreError> {
+        Ok(EventSchema {
+            event_type: row.event_type,
+            schema: stored_json(row.schema)?,
+            version: row.version,
+            time: from_micros(row.time_micros)?,
+        })
+    }
 }

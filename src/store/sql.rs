@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
-    CheckpointRow, ConsumerRow, EventRow, KeyRow, LeaseRow, ParkedRow, ReadyRow, SnapshotRow,
-    StreamRow, SubscriptionRow, TallyRow, TurnRow,
+    CheckpointRow, ConsumerRow, EventRow, KeyRow, LeaseRow, ParkedRow, ReadyRow, SchemaRow,
+    SnapshotRow, StreamRow, SubscriptionRow, TallyRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -170,6 +170,7 @@ pub(crate) trait Runner:
     + DecodeRow<TallyRow>
     + DecodeRow<ConsumerRow>
     + DecodeRow<ParkedRow>
+    + DecodeRow<SchemaRow>
 {
     /// Runs a query, decoding each row as `R`.
     fn fetch<R: Send>(

@@ -134,6 +134,17 @@ impl WriteStatements for SqliteWrites {
                 state.existing.insert(*id, stored);
             }
         }
+        for event_type in &keys.types {
+            let version: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM event_schemas WHERE type = ? AND schema IS NOT NULL",
+            )
+            .bind(event_type)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(version) = version {
+                state.schema_versions.insert(event_type.clone(), version);
+            }
+        }
         let last: Option<(i64, i64)> = sqlx::query_as(
             "SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1",
         )
@@ -141,9 +152,10 @@ impl WriteStatements for SqliteWrites {
         .await?;
         let (last_global_position, last_time) = last.unwrap_or((0, 0));
         // The head outlives its event's erasure.
-        let erased: Option<i64> = sqlx::query_scalar("SELECT global_position FROM log_head")
-            .fetch_optional(&mut **tx)
-            .await?;
+        let erased: Option<i64> =
+            sqlx::query_scalar("SELECT global_position FROM log_head WHERE singleton = true")
+                .fetch_optional(&mut **tx)
+                .await?;
         state.last_global_position = last_global_position.max(erased.unwrap_or(0));
         // Commit times never go backwards along the log, even if the clock does.
         let micros = Utc::now().timestamp_micros().max(last_time);
@@ -154,6 +166,10 @@ impl WriteStatements for SqliteWrites {
 
     async fn fetch_int(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Option<i64>, StoreError> {
         Sqlite::fetch_int(&mut **tx, sql).await
+    }
+
+    async fn fetch_text(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Vec<String>, StoreError> {
+        Sqlite::fetch_text(&mut **tx, sql).await
     }
 
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError> {

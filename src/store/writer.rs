@@ -21,6 +21,7 @@ use super::error::{AppendError, StoreError};
 use super::model::AppendRequest;
 use super::plan::{BatchKeys, BatchState, Outcome, Plan, plan};
 use super::queries::first_match;
+use super::schemas::{Validators, schema_text};
 use super::sql::Sql;
 
 /// A backend's statements for group commit.
@@ -36,6 +37,8 @@ pub trait WriteStatements: Send + Sync + 'static {
     /// Runs a query of one integer (a condition's first match) in the
     /// transaction.
     async fn fetch_int(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Option<i64>, StoreError>;
+    /// Runs a query of one text column in the transaction.
+    async fn fetch_text(&self, tx: &mut Self::Tx, sql: Sql) -> Result<Vec<String>, StoreError>;
     /// Writes the plan's rows and stream versions (there is at least one row).
     async fn insert(&self, tx: &mut Self::Tx, plan: &Plan<'_>) -> Result<(), StoreError>;
     /// Commits.
@@ -53,9 +56,10 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// per request, in order.
 async fn commit_batch(
     backend: &mut impl WriteStatements,
+    validators: &mut Validators,
     batch: &[AppendRequest],
 ) -> Result<Vec<Outcome>, StoreError> {
-    tokio::time::timeout(BATCH_TIMEOUT, commit_batch_now(backend, batch))
+    tokio::time::timeout(BATCH_TIMEOUT, commit_batch_now(backend, validators, batch))
         .await
         .map_err(|_| StoreError::Unavailable("a batch of appends timed out".into()))?
 }
@@ -63,11 +67,20 @@ async fn commit_batch(
 /// The commit sequence: begin under the write lock, load, plan, insert, commit.
 async fn commit_batch_now(
     backend: &mut impl WriteStatements,
+    validators: &mut Validators,
     batch: &[AppendRequest],
 ) -> Result<Vec<Outcome>, StoreError> {
     let mut tx = backend.begin().await?;
     let keys = BatchKeys::of(batch);
     let mut state = backend.load(&mut tx, &keys).await?;
+    // Schemas change under the write lock too, so these are the ones in
+    // force; each is compiled once per version.
+    for (event_type, version) in &state.schema_versions {
+        let text = backend.fetch_text(&mut tx, schema_text(event_type, *version));
+        let load = async { Ok(text.await?.pop()) };
+        let validator = validators.get(event_type, *version, load).await?;
+        state.validators.insert(event_type.clone(), validator);
+    }
     // Each condition sees the store as the write lock holds it; the
     // requests before it in the batch, `plan` adds.
     for (index, query, after) in &keys.conditions {
@@ -189,6 +202,7 @@ async fn run(
     mut jobs: mpsc::Receiver<Job>,
     changes: Arc<watch::Sender<u64>>,
 ) {
+    let mut validators = Validators::default();
     while let Some(first) = jobs.recv().await {
         let mut size = first.request.events.len();
         let mut batch = vec![first];
@@ -200,7 +214,7 @@ async fn run(
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| (j.request, j.reply)).unzip();
         let started = std::time::Instant::now();
-        let outcomes = match commit_batch(&mut backend, &requests).await {
+        let outcomes = match commit_batch(&mut backend, &mut validators, &requests).await {
             Ok(outcomes) => outcomes,
             // A failure that is not the database being away may be one
             // request's fault: commit each alone, so only that one fails.
@@ -218,7 +232,13 @@ async fn run(
                         continue;
                     }
                     outcomes.push(
-                        match commit_batch(&mut backend, std::slice::from_ref(request)).await {
+                        match commit_batch(
+                            &mut backend,
+                            &mut validators,
+                            std::slice::from_ref(request),
+                        )
+                        .await
+                        {
                             Ok(mut alone) => alone.remove(0),
                             Err(error) => Err(error.into()),
                         },
@@ -275,6 +295,9 @@ mod tests {
             unreachable!("begin panics first")
         }
         async fn fetch_int(&self, _: &mut (), _: Sql) -> Result<Option<i64>, StoreError> {
+            unreachable!("begin panics first")
+        }
+        async fn fetch_text(&self, _: &mut (), _: Sql) -> Result<Vec<String>, StoreError> {
             unreachable!("begin panics first")
         }
         async fn insert(&self, _: &mut (), _: &Plan<'_>) -> Result<(), StoreError> {

@@ -368,7 +368,7 @@ async fn scopes_open_what_they_name(app: TestApp) {
     .await;
     assert_problem(snapshot, StatusCode::FORBIDDEN).await;
 
-    for path in ["/keys", "/metrics"] {
+    for path in ["/keys", "/metrics", "/schemas"] {
         for key in [&reader, &writer] {
             let response = call(&app, Method::GET, path, Some(key), None).await;
             let refused = assert_problem(response, StatusCode::FORBIDDEN).await;

@@ -72,11 +72,11 @@ async fn the_writers_plan_made_on_an_empty_store_uses_indexes_once_it_has_grown(
     let options = cairn::store::postgres::writer_options(&app.database_url).unwrap();
     let mut conn = connect_without_autovacuum(&options).await;
     let prepare = format!(
-        "PREPARE load(text[], uuid[]) AS {}",
+        "PREPARE load(text[], uuid[], text[]) AS {}",
         cairn::store::postgres::LOAD_BATCH_STATE
     );
     conn.execute(prepare.as_str()).await.unwrap();
-    let execute = "EXECUTE load('{s-1,s-2}', '{00000000-0000-0000-0000-000000000001}')";
+    let execute = "EXECUTE load('{s-1,s-2}', '{00000000-0000-0000-0000-000000000001}', '{Placed}')";
     for _ in 0..6 {
         conn.execute(execute).await.unwrap();
     }
@@ -136,6 +136,8 @@ fn assert_served_by_index(name: &str, plan: &[String]) {
         "streams",
         "snapshots",
         "checkpoints",
+        "event_schemas",
+        "log_head",
     ];
     let sqlite_scan = plan.iter().any(|line| {
         tables
@@ -202,12 +204,13 @@ fn expected_index(name: &str) -> &'static [&'static str] {
         "event by id" | "trace: causes" => &["id"],
         "trace: effects" => &["causation_id"],
         "all" | "all: window" => &["global_position", "rowid"],
-        "head" => &["global_position", ""],
+        "head" => &["global_position", "singleton", ""],
         "all filtered" => &["global_position", "rowid", "correlation_id"],
         "category" | "category: window" => &["category"],
         "category filtered" => &["category", "correlation_id"],
         "correlation" => &["correlation_id"],
         "checkpoint" => &["consumer"],
+        name if name.starts_with("schema") => &["type"],
         name if name.starts_with("query") => &["tag", "type"],
         _ => &["stream"],
     }
