@@ -172,6 +172,10 @@ pub struct Config {
     /// reads the store.
     #[arg(long, env = "CAIRN_LIVE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub live_buffer_bytes: usize,
+    /// Seconds between retention sweeps, which erase what the retention
+    /// policies say is due.
+    #[arg(long, env = "CAIRN_RETENTION_SWEEP_SECS", default_value_t = 60)]
+    pub retention_sweep_secs: u64,
     /// Browser origins allowed by CORS (comma-separated); none turns CORS off.
     #[arg(
         long = "cors-origin",

@@ -22,7 +22,7 @@
 //! store from `next` again, by the same argument.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
@@ -174,6 +174,15 @@ impl LiveWindow {
             self.bytes -= bytes;
         }
     }
+
+    /// Drops the events of every batch: after an erasure, a feed behind
+    /// reads the store again, which no longer holds what was erased.
+    fn forget(&mut self) {
+        for (batch, _) in self.batches.drain(..) {
+            batch.drop_events();
+        }
+        self.bytes = 0;
+    }
 }
 
 /// What a feed sends to its connection.
@@ -218,6 +227,8 @@ pub struct FeedLimits {
 pub struct Feeds {
     store: SharedStore,
     live: broadcast::Sender<Arc<LiveBatch>>,
+    /// What the broadcast may still hand out (the tailer's, shared).
+    window: Arc<Mutex<LiveWindow>>,
     permits: Arc<Semaphore>,
     max_feeds: usize,
     /// The byte budget of each page read from the store.
@@ -241,21 +252,23 @@ impl Feeds {
         let from = store.head().await? + 1;
         let (live, _) = broadcast::channel(limits.live_buffer.max(1));
         let (closing, shutdown) = watch::channel(false);
+        let window = Arc::new(Mutex::new(LiveWindow {
+            batches: VecDeque::new(),
+            bytes: 0,
+            max_batches: limits.live_buffer.max(1),
+            max_bytes: limits.live_buffer_bytes,
+        }));
         let tailer = Tailer {
             store: store.clone(),
             live: live.clone(),
             page_bytes: limits.page_bytes,
-            window: LiveWindow {
-                batches: VecDeque::new(),
-                bytes: 0,
-                max_batches: limits.live_buffer.max(1),
-                max_bytes: limits.live_buffer_bytes,
-            },
+            window: window.clone(),
         };
         tokio::spawn(tailer.run(shutdown.clone(), from));
         let feeds = Feeds {
             store,
             live,
+            window,
             permits: Arc::new(Semaphore::new(limits.max_feeds)),
             max_feeds: limits.max_feeds,
             page_bytes: limits.page_bytes,
@@ -263,6 +276,15 @@ impl Feeds {
             fallbacks,
         };
         Ok((Arc::new(feeds), FeedShutdown(closing)))
+    }
+
+    /// Called after this process erased events: feeds behind the live
+    /// buffer read the store again rather than the erased events it held.
+    pub fn erased(&self) {
+        self.window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget();
     }
 
     /// How many feeds are open.
@@ -290,7 +312,12 @@ impl Feeds {
             .clone()
             .try_acquire_owned()
             .map_err(|_| TooManyFeeds(self.max_feeds))?;
+        // Marked changed, so that a stream feed looks for its tombstone once
+        // it has caught up: the stream may have been deleted before it opened.
+        let mut deletions = self.store.deletions();
+        deletions.mark_changed();
         let feed = Feed {
+            deletions,
             live: self.live.subscribe(),
             feeds: self.clone(),
             subject,
@@ -325,6 +352,8 @@ enum Phase {
 struct Feed {
     feeds: Arc<Feeds>,
     live: broadcast::Receiver<Arc<LiveBatch>>,
+    /// Stream deletions (see [`crate::store::Retention::deletions`]).
+    deletions: watch::Receiver<u64>,
     subject: Subject,
     /// The position after the last event queued.
     next: i64,
@@ -351,16 +380,31 @@ impl Feed {
                         }
                     }
                 }
-                Phase::Live => match self.live.recv().await {
-                    Ok(batch) => match batch.events() {
-                        Some(events) => self.queue_live(&events),
-                        // Dropped for the byte budget: this feed is behind,
-                        // as after `Lagged`, and takes a fresh place first.
-                        None => self.fall_back(),
-                    },
-                    Err(RecvError::Lagged(_)) => self.fall_back(),
-                    Err(RecvError::Closed) => return Ok(None),
-                },
+                Phase::Live => {
+                    let stream = match &self.subject {
+                        Subject::Stream(stream) => Some(stream.clone()),
+                        _ => None,
+                    };
+                    tokio::select! {
+                        received = self.live.recv() => match received {
+                            Ok(batch) => match batch.events() {
+                                Some(events) => self.queue_live(&events),
+                                // Dropped for the byte budget (or after an
+                                // erasure): this feed is behind, as after
+                                // `Lagged`, and takes a fresh place first.
+                                None => self.fall_back(),
+                            },
+                            Err(RecvError::Lagged(_)) => self.fall_back(),
+                            Err(RecvError::Closed) => return Ok(None),
+                        },
+                        Ok(()) = self.deletions.changed(), if stream.is_some() => {
+                            let stream = stream.unwrap_or_default();
+                            if self.feeds.store.tombstone(&stream).await?.is_some() {
+                                return Ok(None);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -440,7 +484,7 @@ struct Tailer {
     /// The byte budget of each page it reads.
     page_bytes: usize,
     /// What the broadcast may still hand out.
-    window: LiveWindow,
+    window: Arc<Mutex<LiveWindow>>,
 }
 
 impl Tailer {
@@ -516,7 +560,10 @@ impl Tailer {
                 });
                 // No receivers is fine: nobody is listening yet.
                 let _ = self.live.send(batch.clone());
-                self.window.push(batch, bytes);
+                self.window
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(batch, bytes);
             }
             position = page.next_position;
             if page.end {

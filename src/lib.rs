@@ -20,6 +20,7 @@ pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod names;
+pub mod retention;
 pub mod store;
 
 use std::future::Future;
@@ -149,6 +150,12 @@ pub async fn app(config: &Config, store: SharedStore) -> anyhow::Result<App> {
         config.max_delivery_feeds,
         closing.clone(),
     );
+    tokio::spawn(retention::sweep_every(
+        store.clone(),
+        feeds.clone(),
+        Duration::from_secs(config.retention_sweep_secs.max(1)),
+        closing.clone(),
+    ));
     let push = tokio::spawn(dispatch::push::run(dispatcher.clone(), closing));
     let state = AppState {
         dispatcher,

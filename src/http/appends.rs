@@ -102,6 +102,7 @@ struct MultiAppendResponse {
          (`event`: its index, `event_type`, `errors`: each failure's JSON `pointer` and `reason`): nothing written",
          body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An event id is used elsewhere", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "A stream of the request was deleted: nothing written", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "An expected version does not hold (`stream`, `expected_version`, \
          `actual_version`), or the condition failed (`condition: \"failed\"`, `first_match`): nothing written",
          body = Problem, content_type = "application/problem+json"),

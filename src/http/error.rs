@@ -279,6 +279,7 @@ impl From<AppendError> for ApiError {
                 failures,
             },
             AppendError::IdConflict(_) => ApiError::Conflict(error.to_string()),
+            AppendError::StreamDeleted(_) => ApiError::Gone(error.to_string()),
             AppendError::Store(error) => error.into(),
         }
     }

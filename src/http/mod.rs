@@ -34,6 +34,7 @@ mod keys;
 mod openapi;
 mod ops;
 mod queries;
+mod retention;
 mod schemas;
 pub mod server;
 mod snapshots;
@@ -107,6 +108,7 @@ pub struct AppState {
         (name = "tracing", description = "Causation and correlation"),
         (name = "operations", description = "Health and metrics"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "retention", description = "Retention policies, truncation and deletion of streams (admin)"),
         (name = "schemas", description = "Event schemas: JSON Schema per event type, checked on every append (admin)"),
         (name = "subscriptions", description = "Managed subscriptions: leases to competing consumers, acknowledgements, parking, webhooks"),
     )
@@ -127,6 +129,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(subscriptions::router())
         .merge(schemas::router())
+        .merge(retention::router())
         .merge(ops::router())
 }
 

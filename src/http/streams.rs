@@ -15,6 +15,7 @@ use super::auth::{Caller, Read, Write};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{self, AcceptsJson, EventWrite, JsonBytes, Path, Query, Wants};
 use super::feed::{self, Start};
+use super::retention::refuse_deleted;
 use super::wire::{self, DirectionParam, Event, EventPosition, Snapshot, StreamInfo};
 use super::{AppState, etag, page_limit};
 use crate::feed::Subject;
@@ -81,6 +82,7 @@ struct AppendResponse {
          (`event`: its index, `event_type`, `errors`: each failure's JSON `pointer` and `reason`): nothing written",
          body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An event id is used elsewhere", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was deleted: its name stays taken", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The expected version does not hold", body = Problem, content_type = "application/problem+json",
          headers(("ETag" = String, description = "The current version"))),
     )
@@ -206,6 +208,7 @@ struct StreamPageBody {
          headers(("ETag" = String, description = "The stream's current version (JSON reads)"))),
         (status = 304, description = "The stream is still at the version in If-None-Match"),
         (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was deleted", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn read_stream(
@@ -225,6 +228,7 @@ async fn read_stream(
             ("as_of", params.as_of.is_some()),
             ("from_snapshot", params.from_snapshot.is_some()),
         ])?;
+        refuse_deleted(&state, &stream).await?;
         let subject = Subject::Stream(stream);
         return feed::open(
             &caller,
@@ -254,6 +258,7 @@ async fn read_stream(
     }
     let page = state.store.read_stream(&query).await?;
     if page.version < 0 {
+        refuse_deleted(&state, &stream).await?;
         return Err(ApiError::NotFound(format!("stream {stream} has no events")));
     }
     let tag = [(header::ETAG, etag(page.version))];
@@ -282,6 +287,7 @@ async fn read_stream(
     responses(
         (status = 200, description = "The stream has events", headers(("ETag" = String, description = "Its version"))),
         (status = 404, description = "The stream has no events"),
+        (status = 410, description = "The stream was deleted"),
     )
 )]
 async fn stream_head(
@@ -292,7 +298,10 @@ async fn stream_head(
     check_stream(&stream)?;
     caller.stream(&stream)?;
     match state.store.stream_version(&stream).await? {
-        -1 => Err(ApiError::NotFound(format!("stream {stream} has no events"))),
+        -1 => {
+            refuse_deleted(&state, &stream).await?;
+            Err(ApiError::NotFound(format!("stream {stream} has no events")))
+        }
         version => Ok([(header::ETAG, etag(version))].into_response()),
     }
 }
@@ -317,6 +326,7 @@ struct LastParams {
     responses(
         (status = 200, description = "The event", body = Event),
         (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The stream was deleted", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn last_event(
@@ -331,10 +341,15 @@ async fn last_event(
     for event_type in &params.types {
         names::check_name("an event type", event_type).map_err(ApiError::BadRequest)?;
     }
-    let event = state.store.last_event(&stream, &params.types).await?;
-    event
-        .map(|event| Json(event.into()))
-        .ok_or_else(|| ApiError::NotFound(format!("stream {stream} has no such event")))
+    match state.store.last_event(&stream, &params.types).await? {
+        Some(event) => Ok(Json(event.into())),
+        None => {
+            refuse_deleted(&state, &stream).await?;
+            Err(ApiError::NotFound(format!(
+                "stream {stream} has no such event"
+            )))
+        }
+    }
 }
 
 /// The query of a stream listing.

@@ -27,6 +27,8 @@ pub(crate) struct Parts<DB: Database> {
     pub writer: Writer,
     /// Signalled after commits (see [`super::Appends::changes`]).
     pub changes: Arc<watch::Sender<u64>>,
+    /// Signalled after stream deletions (see [`super::Retention::deletions`]).
+    pub deletions: Arc<watch::Sender<u64>>,
 }
 
 /// The connection type of a backend.
@@ -71,6 +73,11 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     fn begin_log_write(
         &self,
     ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, StoreError>> + Send;
+    /// Tells the other instances on the database, at commit, that a stream
+    /// was deleted (where the database can: nothing on SQLite).
+    fn announce_deletion(
+        conn: &mut Conn<Self>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Begins a read-only transaction that sees one snapshot of the store.
     fn begin_read(
         &self,

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::backend::{SqlBackend, connection};
 use super::error::StoreError;
 use super::sql::{Bind, Runner, Sql};
-use super::{checkpoints, queries, reads, schemas, snapshots, trace};
+use super::{checkpoints, queries, reads, retention, schemas, snapshots, trace};
 
 /// How long a health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -103,6 +103,7 @@ fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
     statements.extend(snapshots::statements());
     statements.extend(checkpoints::statements());
     statements.extend(schemas::statements());
+    statements.extend(retention::statements::<B>());
     statements.extend(queries::statements::<B>());
     statements.extend(trace::statements::<B>());
     statements

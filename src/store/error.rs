@@ -60,6 +60,9 @@ pub enum AppendError {
         /// Each failure, with where in `data`.
         failures: Vec<SchemaFailure>,
     },
+    /// A stream of the request was deleted: its name stays taken.
+    #[error("stream {0} was deleted")]
+    StreamDeleted(String),
     /// An event id is already used, and the request is not an exact retry.
     #[error("event id {0} is already used by another write")]
     IdConflict(Uuid),

@@ -17,6 +17,7 @@
 //! | `checkpoints.rs` | the [`Checkpoints`] concern |
 //! | `keys.rs` | the [`Keys`] concern: API keys, as digests |
 //! | `subscriptions.rs` | the [`Subscriptions`] concern: leases, acknowledgements, parking |
+//! | `retention.rs` | the [`Retention`] concern: policies, the sweep, truncation, tombstones |
 //! | `schemas.rs` | the [`Schemas`] concern, and the writer's cache of compiled validators |
 //! | `diagnostics.rs` | the [`Diagnostics`] concern: health and query plans |
 //! | `backend.rs` | what a SQL backend supplies to the concerns (pool, read transactions, time spelling, `EXPLAIN`) |
@@ -43,6 +44,7 @@ mod plan;
 pub mod postgres;
 mod queries;
 mod reads;
+mod retention;
 mod rows;
 mod schemas;
 mod snapshots;
@@ -71,6 +73,7 @@ pub use model::{
 };
 pub use queries::Queries;
 pub use reads::Reads;
+pub use retention::{EraseError, Erased, Retention, RetentionPolicy, RetentionTarget, Tombstone};
 pub use schemas::{EventSchema, SchemaDocument, SchemaFailure, Schemas};
 pub use snapshots::Snapshots;
 pub use subscriptions::Subscriptions;
@@ -87,6 +90,7 @@ pub trait Store:
     + Keys
     + Subscriptions
     + Schemas
+    + Retention
     + Diagnostics
 {
 }
@@ -101,6 +105,7 @@ impl<T> Store for T where
         + Keys
         + Subscriptions
         + Schemas
+        + Retention
         + Diagnostics
 {
 }

@@ -2,7 +2,7 @@
 //! store's state and the requests before it, and laying out the rows to
 //! write. No I/O, so every rule is unit-tested here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +32,8 @@ pub struct StoredId {
 pub struct BatchState {
     /// The current version of each stream the batch touches (absent: -1).
     pub versions: HashMap<String, i64>,
+    /// The streams of the batch that were deleted (their names answer 410).
+    pub deleted: HashSet<String>,
     /// The ids of the batch that are already stored.
     pub existing: HashMap<Uuid, StoredId>,
     /// The highest global position stored (0 when empty).
@@ -220,6 +222,13 @@ fn matches(query: &[QueryItem], event: &NewEvent) -> bool {
 /// The answer to request `index`, given the state before it and the rows
 /// the requests before it in the batch will write.
 fn judge(index: usize, request: &AppendRequest, state: &BatchState, rows: &[Row<'_>]) -> Outcome {
+    if let Some(stream) = request
+        .streams()
+        .into_iter()
+        .find(|s| state.deleted.contains(*s))
+    {
+        return Err(AppendError::StreamDeleted(stream.to_owned()));
+    }
     let stored: Vec<Option<&StoredId>> = request
         .events
         .iter()

@@ -48,13 +48,20 @@ impl PostgresStore {
         };
         let open_writer = move || async move { Ok(writes) };
         let writer = Writer::spawn_on_own_thread(open_writer, changes.clone()).await?;
+        let deletions = Arc::new(watch::Sender::new(0));
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(CHANNEL).await?;
-        tokio::spawn(relay_notifications(listener, instance, changes.clone()));
+        let relay = Relay {
+            instance,
+            changes: changes.clone(),
+            deletions: deletions.clone(),
+        };
+        tokio::spawn(relay_notifications(listener, relay));
         Ok(PostgresStore(Parts {
             pool,
             writer,
             changes,
+            deletions,
         }))
     }
 }
@@ -107,27 +114,42 @@ pub fn writer_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     ]))
 }
 
+/// The payload announcing a stream's deletion (see [`Relay`]).
+const DELETED: &str = "$deleted";
+
+/// Where notifications go: commits of other instances wake readers, and a
+/// deletion wakes the feeds of streams too.
+struct Relay {
+    /// This process's mark on its own commit notifications.
+    instance: String,
+    /// Signalled for other instances' commits.
+    changes: Arc<watch::Sender<u64>>,
+    /// Signalled for deletions.
+    deletions: Arc<watch::Sender<u64>>,
+}
+
 /// Turns other instances' commit notifications into wake-ups (this one's,
 /// marked `instance`, are passed over). A notification sent while the
-/// listening connection was down is lost, so a reconnect is a wake-up too:
-/// readers then find out what changed by reading.
-async fn relay_notifications(
-    mut listener: PgListener,
-    instance: String,
-    changes: Arc<watch::Sender<u64>>,
-) {
+/// listening connection was down is lost, so a reconnect is a wake-up of
+/// both kinds: readers then find out what changed by reading.
+async fn relay_notifications(mut listener: PgListener, relay: Relay) {
     loop {
         match listener.try_recv().await {
-            Ok(Some(notification)) if notification.payload() == instance => {}
-            Ok(Some(_)) => signal(&changes),
+            Ok(Some(notification)) if notification.payload() == relay.instance => {}
+            Ok(Some(notification)) if notification.payload() == DELETED => {
+                signal(&relay.deletions);
+            }
+            Ok(Some(_)) => signal(&relay.changes),
             Ok(None) => {
                 tracing::warn!("lost the notification connection; reconnecting");
-                signal(&changes);
+                signal(&relay.changes);
+                signal(&relay.deletions);
             }
             Err(error) => {
                 tracing::warn!(%error, "notification listener failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                signal(&changes);
+                signal(&relay.changes);
+                signal(&relay.deletions);
             }
         }
     }
@@ -164,10 +186,12 @@ struct PgWrites {
 
 /// What a batch is judged against, in one round trip: the versions of its
 /// streams (`$1`, rows `v`), where its event ids (`$2`) are already stored
-/// (rows `e`), the schema versions of its types (`$3`, rows `s`), and the head of the log (which outlives its event's erasure in
+/// (rows `e`), which of its streams were deleted (rows `t`), the schema
+/// versions of its types (`$3`, rows `s`), and the head of the log (which outlives its event's erasure in
 /// `log_head`) with the commit time (row `h`), never before the last event's. Public for the test that checks its plan.
 pub const LOAD_BATCH_STATE: &str = "SELECT 'v', stream, version, 0::bigint, NULL::uuid FROM streams WHERE stream = ANY($1) \
              UNION ALL SELECT 'e', stream, position, global_position, id FROM events WHERE id = ANY($2) \
+             UNION ALL SELECT 't', stream, version, 0, NULL FROM tombstones WHERE stream = ANY($1) \
              UNION ALL SELECT 's', type, version, 0, NULL FROM event_schemas \
              WHERE type = ANY($3) AND schema IS NOT NULL \
              UNION ALL SELECT 'h', '', greatest(last.global_position, erased.global_position, 0), \
@@ -246,6 +270,9 @@ impl WriteStatements for PgWrites {
                 }
                 ("s", _) => {
                     state.schema_versions.insert(stream, position);
+                }
+                ("t", _) => {
+                    state.deleted.insert(stream);
                 }
                 ("e", Some(id)) => {
                     let stored = StoredId {
@@ -424,6 +451,13 @@ impl SqlBackend for PostgresStore {
         let mut tx = self.0.pool.begin().await.map_err(unavailable)?;
         tx.execute(concat!("SET TRANSACTION ", lock_log!())).await?;
         Ok(tx)
+    }
+
+    async fn announce_deletion(conn: &mut PgConnection) -> Result<(), StoreError> {
+        let mut sql = Sql::new("SELECT pg_notify(");
+        sql.bind(CHANNEL).push(", ").bind(DELETED).push(")");
+        Postgres::execute(conn, sql).await?;
+        Ok(())
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {

@@ -10,6 +10,7 @@ use super::error::StoreError;
 use super::model::{
     AccessScope, Checkpoint, NewKey, RecordedEvent, Snapshot, StoredKey, StreamInfo,
 };
+use super::retention::{RetentionPolicy, RetentionTarget, Tombstone};
 use super::schemas::EventSchema;
 
 /// An event row as both backends return it (times as microseconds since the epoch).
@@ -278,6 +279,72 @@ impl TryFrom<SchemaRow> for EventSchema {
         Ok(EventSchema {
             event_type: row.event_type,
             schema: stored_json(row.schema)?,
+            version: row.version,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// An event about to be erased: where it is, and its tags (whose rows go
+/// with it).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ErasableRow {
+    /// Its global position.
+    pub global_position: i64,
+    /// Its stream.
+    pub stream: String,
+    /// `events.tags`: a JSON array, or NULL.
+    pub tags: Option<String>,
+}
+
+impl ErasableRow {
+    /// Its tags.
+    pub fn tags(&self) -> Result<Vec<String>, StoreError> {
+        match &self.tags {
+            Some(tags) => serde_json::from_str(tags)
+                .map_err(|e| StoreError::Internal(format!("stored tags: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// A retention policy row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PolicyRow {
+    scope: String,
+    name: String,
+    max_age_s: Option<i64>,
+    max_count: Option<i64>,
+}
+
+impl TryFrom<PolicyRow> for (RetentionTarget, RetentionPolicy) {
+    type Error = StoreError;
+
+    fn try_from(row: PolicyRow) -> Result<Self, StoreError> {
+        let target = match row.scope.as_str() {
+            "stream" => RetentionTarget::Stream(row.name),
+            _ => RetentionTarget::Category(row.name),
+        };
+        let policy = RetentionPolicy::new(row.max_age_s, row.max_count)
+            .map_err(|e| StoreError::Internal(format!("stored retention policy: {e}")))?;
+        Ok((target, policy))
+    }
+}
+
+/// A tombstone row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TombstoneRow {
+    stream: String,
+    version: i64,
+    time_micros: i64,
+}
+
+impl TryFrom<TombstoneRow> for Tombstone {
+    type Error = StoreError;
+
+    fn try_from(row: TombstoneRow) -> Result<Self, StoreError> {
+        Ok(Tombstone {
+            stream: row.stream,
             version: row.version,
             time: from_micros(row.time_micros)?,
         })

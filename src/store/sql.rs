@@ -13,8 +13,8 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
-    CheckpointRow, ConsumerRow, EventRow, KeyRow, LeaseRow, ParkedRow, ReadyRow, SchemaRow,
-    SnapshotRow, StreamRow, SubscriptionRow, TallyRow, TurnRow,
+    CheckpointRow, ConsumerRow, ErasableRow, EventRow, KeyRow, LeaseRow, ParkedRow, PolicyRow,
+    ReadyRow, SchemaRow, SnapshotRow, StreamRow, SubscriptionRow, TallyRow, TombstoneRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -171,6 +171,9 @@ pub(crate) trait Runner:
     + DecodeRow<ConsumerRow>
     + DecodeRow<ParkedRow>
     + DecodeRow<SchemaRow>
+    + DecodeRow<ErasableRow>
+    + DecodeRow<PolicyRow>
+    + DecodeRow<TombstoneRow>
 {
     /// Runs a query, decoding each row as `R`.
     fn fetch<R: Send>(

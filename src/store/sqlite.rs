@@ -81,6 +81,7 @@ impl SqliteStore {
                 pool,
                 writer,
                 changes,
+                deletions: Arc::new(watch::Sender::new(0)),
             },
             side_pool,
         ))
@@ -117,6 +118,14 @@ impl WriteStatements for SqliteWrites {
                     .await?;
             if let Some(version) = version {
                 state.versions.insert(stream.clone(), version);
+            }
+            let deleted: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM tombstones WHERE stream = ?")
+                    .bind(stream)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if deleted.is_some() {
+                state.deleted.insert(stream.clone());
             }
         }
         for id in &keys.ids {
@@ -277,6 +286,11 @@ impl SqlBackend for SqliteStore {
     async fn begin_log_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // Every write transaction takes SQLite's one write lock.
         self.begin_write().await
+    }
+
+    async fn announce_deletion(_: &mut SqliteConnection) -> Result<(), StoreError> {
+        // One process: its own signal is all there is to send.
+        Ok(())
     }
 
     async fn begin_read(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {

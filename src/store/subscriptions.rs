@@ -651,7 +651,8 @@ fn unleased_rows<B: SqlBackend>(name: &str, rows: &[Unleased<'_>]) -> Option<Sql
         return None;
     }
     // Each event is in one place only (a lease, a row, or settled), so no
-    // row of these exists.
+    // row of these exists. An event erased while it was leased is settled
+    // for good: erasure removes the rows of events, not the leases.
     let mut sql = Sql::new(
         "INSERT INTO subscription_events (subscription, global_position, stream, attempt, \
          available_at, parked_at, reason) SELECT ",
@@ -660,6 +661,7 @@ fn unleased_rows<B: SqlBackend>(name: &str, rows: &[Unleased<'_>]) -> Option<Sql
         ", r.global_position, r.stream, r.attempt, r.available_at, r.parked_at, r.reason FROM ",
     );
     B::json_rows(&mut sql, to_json(rows), Unleased::COLUMNS);
+    sql.push(" WHERE EXISTS (SELECT 1 FROM events e WHERE e.global_position = r.global_position)");
     Some(sql)
 }
 

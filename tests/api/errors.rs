@@ -346,7 +346,7 @@ async fn unknown_routes_and_methods_are_problems(app: TestApp) {
     assert_problem(app.get("/no/such/route").await, StatusCode::NOT_FOUND).await;
     let r = app
         .client
-        .delete(format!("{}/streams/s-1", app.url))
+        .patch(format!("{}/streams/s-1", app.url))
         .send()
         .await
         .unwrap();

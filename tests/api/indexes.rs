@@ -138,6 +138,8 @@ fn assert_served_by_index(name: &str, plan: &[String]) {
         "checkpoints",
         "event_schemas",
         "log_head",
+        "tombstones",
+        "retention_policies",
     ];
     let sqlite_scan = plan.iter().any(|line| {
         tables

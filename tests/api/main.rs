@@ -13,6 +13,7 @@ mod feeds;
 mod global;
 mod indexes;
 mod operations;
+mod retention;
 mod schemas;
 mod snapshots;
 mod streams;

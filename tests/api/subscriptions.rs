@@ -1150,7 +1150,48 @@ backend_tests!(
     competing_consumers_on_two_instances_settle_every_event_once,
     webhooks_are_signed_retried_and_parked,
     one_instance_pushes_a_subscription,
+    an_erased_event_leaves_its_subscription,
 );
+
+/// An event erased while it is leased, or while it waits behind its
+/// stream, leaves its subscription: it is never delivered again and holds
+/// nothing up (issue 14).
+async fn an_erased_event_leaves_its_subscription(app: TestApp) {
+    let data: Vec<Value> = (0..4).map(|i| json!(i)).collect();
+    append(&app, "bin-1", "Put", &data).await;
+    append(&app, "bin-2", "Put", &data[..1]).await;
+    subscribe(
+        &app,
+        "bins",
+        json!({"source": {"category": "bin"}, "ordering": "stream", "ack_timeout_ms": 300}),
+    )
+    .await;
+    // Each stream's first event is leased; bin-1's others wait behind it.
+    let lost = claim(&app, "bins", "dies", 10, 0).await;
+    assert_eq!(
+        seen(&lost),
+        [("bin-1".into(), 0, 1), ("bin-2".into(), 0, 1)]
+    );
+    settle(&app, "bins", "ack", &leases(&lost)[1..], json!({})).await;
+    let truncated = app
+        .post_json("/streams/bin-1/truncate", json!({"before": 2}))
+        .await;
+    assert_eq!(truncated.status(), StatusCode::OK);
+    // Once the lease runs out, the stream goes on after what was erased.
+    let next = claim(&app, "bins", "lives", 10, 5000).await;
+    assert_eq!(seen(&next), [("bin-1".into(), 2, 1)]);
+    settle(&app, "bins", "ack", &leases(&next), json!({})).await;
+    let last = claim(&app, "bins", "lives", 10, 0).await;
+    assert_eq!(seen(&last), [("bin-1".into(), 3, 1)]);
+    settle(&app, "bins", "ack", &leases(&last), json!({})).await;
+    assert!(claim(&app, "bins", "lives", 10, 0).await.is_empty());
+    let state = state(&app, "bins").await;
+    assert_eq!(
+        (&state["lag"], &state["parked"]),
+        (&json!(0), &json!(0)),
+        "{state}"
+    );
+}
 
 /// Issue 13's fifth correctness test: a `kill -9` of the server loses no
 /// acknowledgement and no event. What was acknowledged (the answer
