@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use eventsource_stream::Eventsource;
+use eventsource_stream::{Event, Eventsource};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -17,6 +18,7 @@ backend_tests!(
     policies_are_kept_and_the_sweep_applies_them,
     bad_retention_input_changes_nothing,
     deleting_a_stream_ends_its_feed_and_a_category_feed_goes_on,
+    a_sweep_among_writers_hides_nothing_from_a_feed,
 );
 
 /// Appends `count` events tagged by stream, from datum `from`; their ids.
@@ -377,26 +379,110 @@ async fn bad_retention_input_changes_nothing(app: TestApp) {
     .await;
 }
 
+/// Opens a feed; its event messages.
+async fn open_feed(app: &TestApp, path: &str) -> BoxStream<'static, Event> {
+    let response = app
+        .client
+        .get(format!("{}{path}", app.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(|e| e.expect("well-formed SSE"))
+        .filter(|e| std::future::ready(e.event == "message"))
+        .boxed()
+}
+
+/// Reads a feed of `/all` until an event of type `Done`; each event's
+/// global position and id.
+async fn read_until_done(feed: &mut BoxStream<'static, Event>) -> Vec<(i64, String)> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(message) = feed.next().await {
+            let event: Value = serde_json::from_str(&message.data).unwrap();
+            let id = event["id"].as_str().unwrap().to_owned();
+            seen.push((event["global_position"].as_i64().unwrap(), id));
+            if event["type"] == "Done" {
+                return;
+            }
+        }
+        panic!("the feed ended");
+    })
+    .await
+    .expect("the feed delivers within a minute");
+    seen
+}
+
+/// Every event `/all` holds, paged: global position and id.
+async fn stored(app: &TestApp) -> Vec<(i64, String)> {
+    let (mut all, mut position) = (Vec::new(), 1);
+    loop {
+        let page = app
+            .get_json(&format!("/all?position={position}&limit=1000"))
+            .await;
+        for event in page["events"].as_array().unwrap() {
+            let id = event["id"].as_str().unwrap().to_owned();
+            all.push((event["global_position"].as_i64().unwrap(), id));
+        }
+        if page["end"] == true {
+            return all;
+        }
+        position = page["next_position"].as_i64().unwrap();
+    }
+}
+
+/// Issue 14's third correctness test, its feed half: while 8 writers append
+/// and the sweep erases, a feed of `/all` misses nothing that stays, and a
+/// feed opened after the erasure never sees what was erased.
+async fn a_sweep_among_writers_hides_nothing_from_a_feed(app: TestApp) {
+    let sweeping = app.sibling_with(&["--retention-sweep-secs", "1"]).await;
+    let policy = json!({"max_count": 5});
+    sweeping
+        .put_json("/categories/load/retention", policy)
+        .await;
+    let mut live = open_feed(&sweeping, "/all").await;
+    let reader = tokio::spawn(async move { read_until_done(&mut live).await });
+    let writers = (0..8).map(|writer| {
+        let app = &sweeping;
+        async move {
+            for i in 0..40 {
+                let stream = format!("load-{writer}-{}", i % 4);
+                let response = app.append(&stream, &event("E", json!(i)), &[]).await;
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+    let done = app.append("end-1", &event("Done", json!(null)), &[]).await;
+    assert_eq!(done.status(), StatusCode::CREATED);
+    let delivered = reader.await.unwrap();
+    // Wait for the sweep to bring every stream down to its last 5 events.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored(&app).await.len() > 8 * 4 * 5 + 1 {
+        assert!(Instant::now() < deadline, "the sweep did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = stored(&app).await;
+    assert_eq!(stored.len(), 8 * 4 * 5 + 1);
+
+    assert!(
+        delivered.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "in order, once each"
+    );
+    let missed: Vec<_> = stored.iter().filter(|e| !delivered.contains(e)).collect();
+    assert!(missed.is_empty(), "the feed missed {missed:?}");
+    let mut fresh = open_feed(&app, "/all?position=1").await;
+    assert_eq!(read_until_done(&mut fresh).await, stored);
+}
+
 async fn deleting_a_stream_ends_its_feed_and_a_category_feed_goes_on(app: TestApp) {
     append_n(&app, "cart-1", 0, 2).await;
-    let open = |path: &str| {
-        let request = app
-            .client
-            .get(format!("{}{path}", app.url))
-            .header("accept", "text/event-stream");
-        async move {
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            response
-                .bytes_stream()
-                .eventsource()
-                .map(|e| e.expect("well-formed SSE"))
-                .filter(|e| std::future::ready(e.event == "message"))
-                .boxed()
-        }
-    };
-    let mut stream_feed = open("/streams/cart-1").await;
-    let mut category_feed = open("/categories/cart").await;
+    let mut stream_feed = open_feed(&app, "/streams/cart-1").await;
+    let mut category_feed = open_feed(&app, "/categories/cart").await;
     let patience = Duration::from_secs(20);
     for feed in [&mut stream_feed, &mut category_feed] {
         for _ in 0..2 {

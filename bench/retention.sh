@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Appends while the retention sweep erases (issue 14): on a fresh release
+# server sweeping every second, ROUNDS times:
+#   1. fill category `old` with OLD events (1,000-event batches, 100 streams);
+#   2. A: time `cairn-bench` appending EVENTS single-event requests from 8
+#      clients, with nothing to erase;
+#   3. set `{"max_count": 1}` on `old`, and B: time the same append while the
+#      sweep erases `old` down to one event a stream; then time how long the
+#      sweep took to finish, and remove the policy.
+# Prints each round's events/s for A and B, B/A, and the sweep's duration (a
+# sweep that outlasts B ran during the whole of it).
+#
+# Usage: bench/retention.sh [STORE] [ROUNDS] [OLD] [EVENTS]
+#   STORE: sqlite, postgres or both (default both); defaults 3 200000 20000.
+# Needs: cargo, curl, jq, createdb/dropdb on PGHOST:PGPORT as PGUSER
+# (127.0.0.1, 5432, postgres; trust auth). CAIRN_BIN / CAIRN_BENCH: measure
+# these binaries instead of building the checkout.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+store=${1:-both}
+rounds=${2:-3}
+old=${3:-200000}
+events=${4:-20000}
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+if [ -z "${CAIRN_BIN:-}" ] || [ -z "${CAIRN_BENCH:-}" ]; then
+    cargo build --release --quiet --bin cairn --bin cairn-bench
+    CAIRN_BIN=${CAIRN_BIN:-${CARGO_TARGET_DIR:-target}/release/cairn}
+    CAIRN_BENCH=${CAIRN_BENCH:-${CARGO_TARGET_DIR:-target}/release/cairn-bench}
+fi
+
+work=$(mktemp -d)
+server= db=
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null || true
+    [ -n "$db" ] && dropdb --if-exists "$db" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start URL: a release server over a fresh store of kind $1, sweeping every second.
+start() {
+    local kind=$1 port=$((20000 + RANDOM % 20000)) url
+    if [ "$kind" = postgres ]; then
+        db="cairn_retention_$(date +%s%N)"
+        createdb "$db"
+        url="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
+    else
+        url="sqlite://$work/$kind-$port.db"
+    fi
+    "$CAIRN_BIN" serve --listen "127.0.0.1:$port" --database-url "$url" \
+        --retention-sweep-secs 1 >"$work/server.log" 2>&1 &
+    server=$!
+    export CAIRN_URL="http://127.0.0.1:$port"
+    for _ in $(seq 100); do curl -fs "$CAIRN_URL/health" >/dev/null && return; sleep 0.1; done
+    echo "the server did not start" >&2
+    exit 1
+}
+
+stop() {
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+    server=
+    [ -n "$db" ] && dropdb --if-exists "$db"
+    db=
+}
+
+# fill ROUND: OLD events into category `old`, 1,000 a request, four at a time.
+fill() {
+    local round=$1
+    for ((start = 0; start < old; start += 4000)); do
+        local appends=()
+        for ((b = start; b < start + 4000 && b < old; b += 1000)); do
+            awk -v first="$b" 'BEGIN { for (i = 0; i < 1000; i++)
+                printf "{\"type\":\"Old\",\"data\":{\"n\":%d}}\n", first + i }' |
+                "$CAIRN_BIN" append "old-$round+$((b / 1000 % 100))" >/dev/null &
+            appends+=($!)
+        done
+        wait "${appends[@]}"
+    done
+}
+
+# append: events/s of one cairn-bench append run.
+append() {
+    "$CAIRN_BENCH" --url "$CAIRN_URL" --events "$events" --clients 8 --json 2>/dev/null |
+        jq -r '.append.events_per_sec'
+}
+
+# old_left: how many events category `old` still holds, past one a stream.
+old_left() {
+    local position=1 left=0 page
+    while :; do
+        page=$(curl -fsS "$CAIRN_URL/categories/old?position=$position&limit=1000")
+        left=$((left + $(jq '.events | length' <<<"$page")))
+        [ "$(jq .end <<<"$page")" = true ] && break
+        position=$(jq .next_position <<<"$page")
+    done
+    echo "$left"
+}
+
+measure() {
+    local kind=$1
+    start "$kind"
+    echo "== $kind: $rounds rounds, $old events to erase, $events appends from 8 clients"
+    for round in $(seq "$rounds"); do
+        fill "$round"
+        local a b began sweep
+        a=$(append)
+        curl -fsS -X PUT "$CAIRN_URL/categories/old/retention" \
+            -H 'Content-Type: application/json' -d '{"max_count": 1}' >/dev/null
+        began=$(date +%s.%N)
+        b=$(append)
+        local b_secs
+        b_secs=$(awk -v b="$began" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - b}')
+        local streams=$((round * 100))
+        while [ "$(old_left)" -gt "$streams" ]; do sleep 0.2; done
+        sweep=$(awk -v b="$began" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - b}')
+        curl -fsS -X DELETE "$CAIRN_URL/categories/old/retention" >/dev/null
+        awk -v a="$a" -v b="$b" -v s="$sweep" -v bs="$b_secs" -v r="$round" 'BEGIN {
+            printf "round %d: A %.0f events/s, B (sweeping) %.0f events/s, B/A %.2f; B took %s s, the sweep %s s\n",
+                r, a, b, b / a, bs, s }'
+    done
+    stop
+}
+
+case "$store" in
+    both) measure sqlite; measure postgres ;;
+    sqlite | postgres) measure "$store" ;;
+    *) echo "STORE is sqlite, postgres or both" >&2; exit 2 ;;
+esac
