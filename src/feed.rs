@@ -381,10 +381,7 @@ impl Feed {
                     }
                 }
                 Phase::Live => {
-                    let stream = match &self.subject {
-                        Subject::Stream(stream) => Some(stream.clone()),
-                        _ => None,
-                    };
+                    let of_a_stream = matches!(self.subject, Subject::Stream(_));
                     tokio::select! {
                         received = self.live.recv() => match received {
                             Ok(batch) => match batch.events() {
@@ -397,15 +394,22 @@ impl Feed {
                             Err(RecvError::Lagged(_)) => self.fall_back(),
                             Err(RecvError::Closed) => return Ok(None),
                         },
-                        Ok(()) = self.deletions.changed(), if stream.is_some() => {
-                            let stream = stream.unwrap_or_default();
-                            if self.feeds.store.tombstone(&stream).await?.is_some() {
+                        Ok(()) = self.deletions.changed(), if of_a_stream => {
+                            if self.stream_deleted().await? {
                                 return Ok(None);
                             }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Whether this feed's stream was deleted: then the feed ends.
+    async fn stream_deleted(&self) -> Result<bool, StoreError> {
+        match &self.subject {
+            Subject::Stream(stream) => Ok(self.feeds.store.tombstone(stream).await?.is_some()),
+            Subject::Global(..) | Subject::Query(_) => Ok(false),
         }
     }
 

@@ -528,6 +528,31 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_stream_takes_no_events_and_fails_only_its_requests() {
+        let mut across = request("b-1", Expected::Any, &[2]);
+        across.events.push(StreamEvent {
+            stream: "a-1".into(),
+            event: event(3, &[]),
+        });
+        let batch = [
+            request("a-1", Expected::Any, &[1]),
+            across,
+            request("b-1", Expected::Any, &[4]),
+        ];
+        let mut state = BatchState::default();
+        state.deleted.insert("a-1".into());
+        let plan = plan(&batch, state);
+        for refused in &plan.outcomes[..2] {
+            assert!(
+                matches!(refused, Err(AppendError::StreamDeleted(s)) if s == "a-1"),
+                "{refused:?}"
+            );
+        }
+        assert!(plan.outcomes[2].is_ok());
+        assert_eq!(versions(&plan), [("b-1", 0, true)]);
+    }
+
+    #[test]
     fn streams_the_store_holds_are_updated_and_others_inserted() {
         let batch = [
             request("a-1", Expected::Any, &[1]),

@@ -171,12 +171,8 @@ impl<B: SqlBackend> Retention for B {
         policy: RetentionPolicy,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let created = fetch_as::<B, PolicyRow, _>(&mut tx, policies(Some(target)))
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, policy): (RetentionTarget, RetentionPolicy)| policy)
-            .is_none();
+        let existing: Vec<(RetentionTarget, RetentionPolicy)> =
+            fetch_as::<B, PolicyRow, _>(&mut tx, policies(Some(target))).await?;
         let mut sql =
             Sql::new("INSERT INTO retention_policies (scope, name, max_age_s, max_count) VALUES (");
         sql.bind(target.scope())
@@ -192,7 +188,7 @@ impl<B: SqlBackend> Retention for B {
             );
         B::Db::execute(&mut tx, sql).await?;
         tx.commit().await?;
-        Ok(created)
+        Ok(existing.is_empty())
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
