@@ -380,6 +380,37 @@ async fn scopes_open_what_they_name(app: TestApp) {
         let response = call(&app, Method::GET, path, Some(&admin), None).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+    // Governance is administration: even a writer may not erase.
+    let governance = [
+        (Method::DELETE, "/streams/s-1", None),
+        (
+            Method::POST,
+            "/streams/s-1/truncate",
+            Some(json!({"before": 1})),
+        ),
+        (
+            Method::PUT,
+            "/streams/s-1/retention",
+            Some(json!({"max_count": 1})),
+        ),
+        (
+            Method::PUT,
+            "/categories/s/retention",
+            Some(json!({"max_count": 1})),
+        ),
+        (Method::PUT, "/schemas/A", Some(json!({"type": "object"}))),
+    ];
+    for (method, path, body) in governance {
+        let response = call(&app, method, path, Some(&writer), body).await;
+        let refused = assert_problem(response, StatusCode::FORBIDDEN).await;
+        assert!(
+            refused["detail"].as_str().unwrap().contains("`admin`"),
+            "{path}: {refused}"
+        );
+    }
+    let read = call(&app, Method::GET, "/streams/s-1", Some(&admin), None).await;
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["version"], 1, "nothing was erased");
     // A key's secret never reaches the metrics.
     let metrics = call(&app, Method::GET, "/metrics", Some(&admin), None).await;
     let metrics = metrics.text().await.unwrap();
