@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::backend::{SqlBackend, connection};
 use super::error::StoreError;
 use super::sql::{Bind, Runner, Sql};
-use super::{checkpoints, queries, reads, snapshots, trace};
+use super::{checkpoints, queries, reads, snapshots, trace, transfer};
 
 /// How long a health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -104,5 +104,6 @@ fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
     statements.extend(checkpoints::statements());
     statements.extend(queries::statements::<B>());
     statements.extend(trace::statements::<B>());
+    statements.extend(transfer::statements::<B>());
     statements
 }

@@ -18,6 +18,7 @@
 //! | `keys.rs` | the [`Keys`] concern: API keys, as digests |
 //! | `subscriptions.rs` | the [`Subscriptions`] concern: leases, acknowledgements, parking |
 //! | `diagnostics.rs` | the [`Diagnostics`] concern: health and query plans |
+//! | `transfer.rs` | the [`Transfers`] concern: export in pages from one snapshot, import in chunks that resume |
 //! | `backend.rs` | what a SQL backend supplies to the concerns (pool, read transactions, time spelling, `EXPLAIN`) |
 //! | `sql.rs` | statement builder, per-database runner, database errors mapped by SQLSTATE |
 //! | `rows.rs` | rows as the databases return them, converted to the model |
@@ -48,6 +49,7 @@ mod sql;
 pub mod sqlite;
 mod subscriptions;
 mod trace;
+mod transfer;
 mod writer;
 
 use std::sync::Arc;
@@ -55,7 +57,7 @@ use std::sync::Arc;
 pub use appends::Appends;
 pub use checkpoints::Checkpoints;
 pub use diagnostics::{Diagnostics, ReadStatement};
-pub use error::{AppendError, SnapshotError, StoreError, SubscriptionError};
+pub use error::{AppendError, ImportError, SnapshotError, StoreError, SubscriptionError};
 pub use keys::Keys;
 pub use model::{
     AppendRequest, Appended, Checkpoint, Condition, Direction, EventPosition, EventQuery, Expected,
@@ -67,15 +69,29 @@ pub use model::{
     Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, PushTarget,
     Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
 };
+pub use model::{
+    EventSchema, ExportRange, ImportSummary, RetentionPolicy, RetentionScope, Tombstone,
+    TransferItem, TransferKind,
+};
 pub use queries::Queries;
 pub use reads::Reads;
 pub use snapshots::Snapshots;
 pub use subscriptions::Subscriptions;
 pub use trace::Traces;
+pub use transfer::{ExportPages, Import, Transfers};
 
 /// An event store: every concern, offered alike by every backend.
 pub trait Store:
-    Appends + Reads + Queries + Snapshots + Traces + Checkpoints + Keys + Subscriptions + Diagnostics
+    Appends
+    + Reads
+    + Queries
+    + Snapshots
+    + Traces
+    + Checkpoints
+    + Keys
+    + Subscriptions
+    + Transfers
+    + Diagnostics
 {
 }
 
@@ -88,6 +104,7 @@ impl<T> Store for T where
         + Checkpoints
         + Keys
         + Subscriptions
+        + Transfers
         + Diagnostics
 {
 }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use super::model::{
-    AccessScope, Checkpoint, NewKey, RecordedEvent, Snapshot, StoredKey, StreamInfo,
+    AccessScope, Checkpoint, EventSchema, NewKey, RecordedEvent, RetentionPolicy, RetentionScope,
+    Snapshot, StoredKey, StreamInfo, Tombstone,
 };
 
 /// An event row as both backends return it (times as microseconds since the epoch).
@@ -86,6 +87,91 @@ impl TryFrom<SnapshotRow> for Snapshot {
             time: from_micros(row.time_micros)?,
         })
     }
+}
+
+/// A snapshot row with the sequence number that orders snapshots as they
+/// were posted, which an export pages by.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PostedSnapshotRow {
+    pub seq: i64,
+    #[sqlx(flatten)]
+    pub snapshot: SnapshotRow,
+}
+
+/// An event schema row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SchemaRow {
+    #[sqlx(rename = "type")]
+    event_type: String,
+    schema: String,
+    version: i64,
+    time_micros: i64,
+}
+
+impl TryFrom<SchemaRow> for EventSchema {
+    type Error = StoreError;
+
+    fn try_from(row: SchemaRow) -> Result<Self, StoreError> {
+        Ok(EventSchema {
+            event_type: row.event_type,
+            schema: stored_json(row.schema)?,
+            version: row.version,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// A retention policy row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RetentionRow {
+    scope: String,
+    name: String,
+    max_age_s: Option<i64>,
+    max_count: Option<i64>,
+}
+
+impl TryFrom<RetentionRow> for RetentionPolicy {
+    type Error = StoreError;
+
+    fn try_from(row: RetentionRow) -> Result<Self, StoreError> {
+        Ok(RetentionPolicy {
+            scope: RetentionScope::parse(&row.scope)
+                .ok_or_else(|| StoreError::Internal(format!("stored scope {:?}", row.scope)))?,
+            name: row.name,
+            max_age_s: row.max_age_s,
+            max_count: row.max_count,
+        })
+    }
+}
+
+/// A tombstone row as both backends return it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct TombstoneRow {
+    stream: String,
+    version: i64,
+    time_micros: i64,
+}
+
+impl TryFrom<TombstoneRow> for Tombstone {
+    type Error = StoreError;
+
+    fn try_from(row: TombstoneRow) -> Result<Self, StoreError> {
+        Ok(Tombstone {
+            stream: row.stream,
+            version: row.version,
+            time: from_micros(row.time_micros)?,
+        })
+    }
+}
+
+/// Where an event sits, with its id: what an import compares to tell a
+/// store that holds the beginning of its export from any other.
+#[derive(sqlx::FromRow, Debug, PartialEq, Eq)]
+pub(crate) struct EventKeyRow {
+    pub global_position: i64,
+    pub id: Uuid,
+    pub stream: String,
+    pub position: i64,
 }
 
 /// A stream row as both backends return it.

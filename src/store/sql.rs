@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
-    CheckpointRow, ConsumerRow, EventRow, KeyRow, LeaseRow, ParkedRow, ReadyRow, SnapshotRow,
-    StreamRow, SubscriptionRow, TallyRow, TurnRow,
+    CheckpointRow, ConsumerRow, EventKeyRow, EventRow, KeyRow, LeaseRow, ParkedRow,
+    PostedSnapshotRow, ReadyRow, RetentionRow, SchemaRow, SnapshotRow, StreamRow, SubscriptionRow,
+    TallyRow, TombstoneRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -170,6 +171,11 @@ pub(crate) trait Runner:
     + DecodeRow<TallyRow>
     + DecodeRow<ConsumerRow>
     + DecodeRow<ParkedRow>
+    + DecodeRow<PostedSnapshotRow>
+    + DecodeRow<SchemaRow>
+    + DecodeRow<RetentionRow>
+    + DecodeRow<TombstoneRow>
+    + DecodeRow<EventKeyRow>
 {
     /// Runs a query, decoding each row as `R`.
     fn fetch<R: Send>(
