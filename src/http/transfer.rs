@@ -347,7 +347,7 @@ impl LinesStopped {
                 "line {number} is longer than {cap} bytes, the largest line this server takes \
                  (--max-body-bytes and 64 KiB)"
             )),
-            LinesStopped::Stalled(after) => ApiError::RequestTimeout(after.as_secs()),
+            LinesStopped::Stalled(after) => ApiError::BodyStalled(after.as_secs()),
             LinesStopped::Broken(why) => {
                 ApiError::BadRequest(format!("the body broke off at line {number}: {why}"))
             }
