@@ -398,9 +398,9 @@ impl Import {
         match self.kind {
             Some(previous) if kind < previous => {
                 return Err(format!(
-                    "a {} line after the {} lines: an export lists events, snapshots, \
-                     checkpoints, schemas, retention policies, tombstones, streams and the \
-                     head, in that order",
+                    "a line of kind {} after lines of kind {}: an export lists events, \
+                     snapshots, checkpoints, schemas, retention policies, tombstones, streams \
+                     and the head, in that order",
                     kind.as_str(),
                     previous.as_str()
                 ));
@@ -593,10 +593,7 @@ async fn restore<B: SqlBackend>(
 }
 
 /// The records of a run of one kind, with their line numbers.
-fn of<T>(
-    run: &[(u64, TransferItem)],
-    pick: fn(&TransferItem) -> Option<&T>,
-) -> Vec<(u64, &T)> {
+fn of<T>(run: &[(u64, TransferItem)], pick: fn(&TransferItem) -> Option<&T>) -> Vec<(u64, &T)> {
     run.iter()
         .filter_map(|(line, item)| Some((*line, pick(item)?)))
         .collect()
