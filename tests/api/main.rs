@@ -18,3 +18,4 @@ mod streams;
 mod subscriptions;
 mod tags;
 mod trace;
+mod transfer;
