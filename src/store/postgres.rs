@@ -172,7 +172,7 @@ pub const LOAD_BATCH_STATE: &str = "SELECT 'v', stream, version, 0::bigint, NULL
              (extract(epoch FROM greatest(clock_timestamp(), last.time)) * 1000000)::bigint, NULL \
              FROM (SELECT 1) AS one LEFT JOIN \
              (SELECT global_position, time FROM events ORDER BY global_position DESC LIMIT 1) AS last ON true \
-             LEFT JOIN log_head AS erased ON true";
+             LEFT JOIN log_head AS erased ON erased.singleton";
 
 /// How long a request waits for a database it cannot reach (a pooled
 /// connection, or the writer's reconnection) before it is answered 503:

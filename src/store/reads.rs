@@ -287,7 +287,7 @@ pub(super) fn stream_list<B: SqlBackend>(prefix: &str, after: Option<&str>, limi
 /// ever committed, which outlives its event's erasure in `log_head`.
 pub(super) const HEAD: &str = "(SELECT max(global_position) FROM \
      (SELECT max(global_position) AS global_position FROM events \
-     UNION ALL SELECT global_position FROM log_head) AS heads)";
+     UNION ALL SELECT global_position FROM log_head WHERE singleton = true) AS heads)";
 
 /// The head of the log (NULL when nothing was ever committed).
 pub(super) fn head() -> Sql {

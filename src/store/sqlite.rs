@@ -141,9 +141,10 @@ impl WriteStatements for SqliteWrites {
         .await?;
         let (last_global_position, last_time) = last.unwrap_or((0, 0));
         // The head outlives its event's erasure.
-        let erased: Option<i64> = sqlx::query_scalar("SELECT global_position FROM log_head")
-            .fetch_optional(&mut **tx)
-            .await?;
+        let erased: Option<i64> =
+            sqlx::query_scalar("SELECT global_position FROM log_head WHERE singleton = true")
+                .fetch_optional(&mut **tx)
+                .await?;
         state.last_global_position = last_global_position.max(erased.unwrap_or(0));
         // Commit times never go backwards along the log, even if the clock does.
         let micros = Utc::now().timestamp_micros().max(last_time);

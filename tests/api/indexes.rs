@@ -136,6 +136,7 @@ fn assert_served_by_index(name: &str, plan: &[String]) {
         "streams",
         "snapshots",
         "checkpoints",
+        "log_head",
     ];
     let sqlite_scan = plan.iter().any(|line| {
         tables
@@ -202,7 +203,7 @@ fn expected_index(name: &str) -> &'static [&'static str] {
         "event by id" | "trace: causes" => &["id"],
         "trace: effects" => &["causation_id"],
         "all" | "all: window" => &["global_position", "rowid"],
-        "head" => &["global_position", ""],
+        "head" => &["global_position", "singleton", ""],
         "all filtered" => &["global_position", "rowid", "correlation_id"],
         "category" | "category: window" => &["category"],
         "category filtered" => &["category", "correlation_id"],
