@@ -260,7 +260,27 @@ async fn import(
     _: AcceptsJson,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<ImportAnswer>> {
+) -> Response {
+    match restore(&state, &headers, body).await {
+        Ok(summary) => Json(ImportAnswer::from(summary)).into_response(),
+        Err(error) => {
+            // The body may be left unread: the connection cannot carry
+            // another request, and a client must not send one on it.
+            let mut response = error.into_response();
+            let close = HeaderValue::from_static("close");
+            response.headers_mut().insert(header::CONNECTION, close);
+            response
+        }
+    }
+}
+
+/// How long an import that stopped early goes on reading (and dropping)
+/// its body before it answers: a client still sending may otherwise lose
+/// the answer, its connection reset for the bytes left unread.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Restores the export a body holds (see [`import`]).
+async fn restore(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<ImportSummary> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -274,7 +294,7 @@ async fn import(
     let limits = &state.limits;
     let line_cap = limits.max_body_bytes.saturating_add(LINE_OVERHEAD);
     // A chunk's lines, and the line being read.
-    let _held = extract::hold_body_bytes(&state, limits.max_body_bytes + line_cap).await?;
+    let _held = extract::hold_body_bytes(state, limits.max_body_bytes + line_cap).await?;
     let mut lines = Lines::new(body.into_data_stream(), line_cap, limits.request_timeout);
     let mut import = Import::new(limits.max_body_bytes);
     let mut number = 0;
@@ -301,16 +321,20 @@ async fn import(
         if let Err(detail) = admitted {
             break Err(ApiError::BadRequest(detail));
         }
-        if import.is_full() {
-            state.store.import(&mut import).await.map_err(refused)?;
+        if import.is_full()
+            && let Err(error) = state.store.import(&mut import).await
+        {
+            break Err(refused(error));
         }
     };
     // The lines admitted before the end, or before a line that stopped the
     // import, are restored either way; a failure among them comes first.
-    state.store.import(&mut import).await.map_err(refused)?;
-    ended?;
-    let summary = import.finish().map_err(ApiError::BadRequest)?;
-    Ok(Json(summary.into()))
+    let restored = state.store.import(&mut import).await.map_err(refused);
+    if let Err(error) = restored.and(ended) {
+        lines.drain(DRAIN).await;
+        return Err(error);
+    }
+    import.finish().map_err(ApiError::BadRequest)
 }
 
 /// The problem an import's refusal is.
@@ -366,7 +390,10 @@ struct Lines {
     searched: usize,
     cap: usize,
     stall: Duration,
+    /// The body ended.
     done: bool,
+    /// The body paused past `stall`.
+    stalled: bool,
 }
 
 impl Lines {
@@ -379,6 +406,7 @@ impl Lines {
             cap,
             stall,
             done: false,
+            stalled: false,
         }
     }
 
@@ -410,12 +438,25 @@ impl Lines {
             self.buffer.drain(..self.start);
             (self.searched, self.start) = (self.searched - self.start, 0);
             match tokio::time::timeout(self.stall, self.body.next()).await {
-                Err(_) => return Err(LinesStopped::Stalled(self.stall)),
+                Err(_) => {
+                    self.stalled = true;
+                    return Err(LinesStopped::Stalled(self.stall));
+                }
                 Ok(None) => self.done = true,
                 Ok(Some(Err(error))) => return Err(LinesStopped::Broken(error.to_string())),
                 Ok(Some(Ok(piece))) => self.buffer.extend_from_slice(&piece),
             }
         }
+    }
+
+    /// Reads what is left of the body, dropping it, for at most `patience`
+    /// (not at all once it paused past the deadline).
+    async fn drain(&mut self, patience: Duration) {
+        if self.stalled {
+            return;
+        }
+        let rest = async { while let Some(Ok(_)) = self.body.next().await {} };
+        let _ = tokio::time::timeout(patience, rest).await;
     }
 
     /// A line, unless it is over the cap.
@@ -488,11 +529,18 @@ fn checked_name(what: &str, name: String) -> Result<String, String> {
     Ok(name)
 }
 
-/// A count or position that may not be negative.
-fn at_least(what: &str, least: i64, value: i64) -> Result<i64, String> {
-    match value >= least {
+/// The largest position, version or count an import takes: 2^53 - 1, the
+/// largest integer that JSON readers using doubles (JavaScript's) read
+/// exactly, and far from where the next append's arithmetic could overflow.
+const MAX_COUNT: i64 = (1 << 53) - 1;
+
+/// A position, version or count, from `least` to [`MAX_COUNT`].
+fn counted(what: &str, least: i64, value: i64) -> Result<i64, String> {
+    match (least..=MAX_COUNT).contains(&value) {
         true => Ok(value),
-        false => Err(format!("{what} must be ≥ {least}, not {value}")),
+        false => Err(format!(
+            "{what} must be from {least} to {MAX_COUNT}, not {value}"
+        )),
     }
 }
 
@@ -530,8 +578,8 @@ impl RecordLine for EventLine {
             id: self.id,
             stream: checked_name("a stream name", self.stream)?,
             event_type: self.event_type,
-            position: at_least("position", 0, self.position)?,
-            global_position: at_least("global_position", 1, self.global_position)?,
+            position: counted("position", 0, self.position)?,
+            global_position: counted("global_position", 1, self.global_position)?,
             data: self.data,
             metadata: self.metadata,
             causation_id: self.causation_id,
@@ -560,7 +608,7 @@ impl RecordLine for SnapshotLine {
     fn record(self, limits: &Limits) -> Result<TransferItem, String> {
         let snapshot = NewSnapshot {
             stream: checked_name("a stream name", self.stream)?,
-            version: self.version,
+            version: counted("version", 0, self.version)?,
             snapshot_type: self.snapshot_type,
             state: self.state,
         };
@@ -590,7 +638,7 @@ impl RecordLine for CheckpointLine {
     fn record(self, _: &Limits) -> Result<TransferItem, String> {
         Ok(TransferItem::Checkpoint(Checkpoint {
             consumer: checked_name("a consumer name", self.consumer)?,
-            position: at_least("position", 0, self.position)?,
+            position: counted("position", 0, self.position)?,
             time: exact(self.time)?,
         }))
     }
@@ -631,7 +679,7 @@ impl RecordLine for SchemaLine {
         Ok(TransferItem::Schema(EventSchema {
             event_type: checked_name("an event type", self.event_type)?,
             schema: self.schema,
-            version: at_least("version", 0, self.version)?,
+            version: counted("version", 0, self.version)?,
             time: exact(self.time)?,
         }))
     }
@@ -673,7 +721,7 @@ impl RecordLine for RetentionLine {
         if self.max_age_s.is_none() && self.max_count.is_none() {
             return Err("a policy sets max_age_s, max_count or both".into());
         }
-        let positive = |what, bound: Option<i64>| bound.map(|b| at_least(what, 1, b)).transpose();
+        let positive = |what, bound: Option<i64>| bound.map(|b| counted(what, 1, b)).transpose();
         Ok(TransferItem::Retention(RetentionPolicy {
             scope,
             name: self.name,
@@ -710,7 +758,7 @@ impl RecordLine for TombstoneLine {
     fn record(self, _: &Limits) -> Result<TransferItem, String> {
         Ok(TransferItem::Tombstone(Tombstone {
             stream: checked_name("a stream name", self.stream)?,
-            version: at_least("version", 0, self.version)?,
+            version: counted("version", 0, self.version)?,
             time: exact(self.time)?,
         }))
     }
@@ -731,7 +779,7 @@ impl RecordLine for StreamLine {
     fn record(self, _: &Limits) -> Result<TransferItem, String> {
         Ok(TransferItem::Stream(StreamInfo {
             stream: checked_name("a stream name", self.stream)?,
-            version: at_least("version", 0, self.version)?,
+            version: counted("version", 0, self.version)?,
             last_time: exact(self.last_time)?,
         }))
     }
@@ -748,7 +796,7 @@ struct HeadLine {
 
 impl RecordLine for HeadLine {
     fn record(self, _: &Limits) -> Result<TransferItem, String> {
-        Ok(TransferItem::Head(at_least(
+        Ok(TransferItem::Head(counted(
             "global_position",
             0,
             self.global_position,
@@ -811,7 +859,11 @@ mod tests {
             ),
             (r#"{"kind":"head","global_position":"1"}"#, "invalid type"),
             (r#"{"kind":"head"}"#, "missing field"),
-            (r#"{"kind":"head","global_position":-1}"#, "≥ 0"),
+            (r#"{"kind":"head","global_position":-1}"#, "from 0"),
+            (
+                r#"{"kind":"head","global_position":9007199254740992}"#,
+                "to 9007199254740991",
+            ),
             (
                 r#"{"kind":"tombstone","stream":"a b","version":1,"time":"2026-11-22T10:15:30Z"}"#,
                 "may not contain",

@@ -349,6 +349,10 @@ pub struct Import {
     last_event: i64,
     /// The highest checkpoint position admitted: the head must reach it.
     max_checkpoint: i64,
+    /// The highest version of a stream or tombstone admitted (-1: none):
+    /// the head must lie past it, as a stream at version v had v + 1
+    /// events, each at a global position of its own.
+    max_version: i64,
     /// The head line's, once admitted: nothing may follow it.
     head: Option<i64>,
     /// What the lines admitted add up to.
@@ -375,6 +379,7 @@ impl Import {
             last_key: None,
             last_event: 0,
             max_checkpoint: 0,
+            max_version: -1,
             head: None,
             summary: ImportSummary::default(),
             verified: 0,
@@ -386,8 +391,9 @@ impl Import {
     /// Admits the next line (its number, its record, the bytes of its text)
     /// if it may follow the lines before it: kinds in the export's order,
     /// events in increasing global order, keys of each other kind in
-    /// increasing byte order (each once), the head last, reaching every
-    /// event and checkpoint. Otherwise says why not.
+    /// increasing byte order (each once), an event's position below its
+    /// global position, the head last, reaching every event, checkpoint and
+    /// stream version. Otherwise says why not.
     pub fn admit(&mut self, line: u64, item: TransferItem, bytes: usize) -> Result<(), String> {
         if let Some(head) = self.head {
             return Err(format!(
@@ -417,6 +423,14 @@ impl Import {
                         event.global_position, self.last_event
                     ));
                 }
+                // Position p is a stream's (p + 1)th event, each of them at
+                // a global position of its own, from 1.
+                if event.position >= event.global_position {
+                    return Err(format!(
+                        "position {} cannot be reached by global position {}",
+                        event.position, event.global_position
+                    ));
+                }
                 self.last_event = event.global_position;
                 self.summary.events += 1;
             }
@@ -436,10 +450,12 @@ impl Import {
             }
             TransferItem::Tombstone(tombstone) => {
                 self.in_order("tombstones", "", &tombstone.stream)?;
+                self.max_version = self.max_version.max(tombstone.version);
                 self.summary.tombstones += 1;
             }
             TransferItem::Stream(stream) => {
                 self.in_order("streams", "", &stream.stream)?;
+                self.max_version = self.max_version.max(stream.version);
                 self.summary.streams += 1;
             }
             TransferItem::Head(head) => {
@@ -453,6 +469,13 @@ impl Import {
                     return Err(format!(
                         "the head {head} is below a checkpoint's position {}",
                         self.max_checkpoint
+                    ));
+                }
+                if *head <= self.max_version {
+                    return Err(format!(
+                        "the head {head} is below the global position a stream at version {} \
+                         reached",
+                        self.max_version
                     ));
                 }
                 self.head = Some(*head);

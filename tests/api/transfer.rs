@@ -417,8 +417,12 @@ async fn invalid_lines_stop_the_import_where_they_are(app: TestApp) {
             "line 2: global positions must increase",
         ),
         (
-            format!("{first}\n{second}\n{}\n", event_line(3, "g-1", 5)).into(),
+            format!("{first}\n{second}\n{}\n", event_line(9, "g-1", 5)).into(),
             "line 3: position 5 does not continue stream g-1 (at version 1)",
+        ),
+        (
+            format!("{first}\n{}\n", event_line(3, "g-1", 3)).into(),
+            "line 2: position 3 cannot be reached by global position 3",
         ),
         (
             format!("{first}\n{second}\n{reused_id}\n").into(),
