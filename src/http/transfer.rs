@@ -397,6 +397,8 @@ struct Lines {
 }
 
 impl Lines {
+    /// The lines of `body`, each at most `cap` bytes, its pieces at most
+    /// `stall` apart.
     fn new(body: BodyDataStream, cap: usize, stall: Duration) -> Lines {
         Lines {
             body,
