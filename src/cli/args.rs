@@ -137,6 +137,36 @@ pub enum ClientCommand {
         #[command(flatten)]
         server: Server,
     },
+    /// Write the whole store to standard output as NDJSON, one record a
+    /// line (admin): `cairn export > backup.ndjson`.
+    ///
+    /// Events in global order, then snapshots, checkpoints, schemas,
+    /// retention policies, tombstones and streams, and last the head. On a
+    /// terminal, a progress line counts the events. Fails (exit 1) if the
+    /// export breaks off: the output then lacks its head line.
+    Export {
+        /// The first global position of the events written (the other
+        /// records are written whole).
+        #[arg(long)]
+        position: Option<i64>,
+        /// The last global position of the events written.
+        #[arg(long)]
+        until: Option<i64>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Restore an export into the server's store (admin), exactly: same
+    /// ids, positions, global positions, times, versions and head.
+    ///
+    /// The store must be empty, or hold the beginning of the same export:
+    /// an import cut short continues where it stopped when run again. The
+    /// file is streamed; on a terminal, a progress bar follows its bytes.
+    Import {
+        /// The export (`-` for standard input).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Get or set a consumer's checkpoint.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
@@ -207,6 +237,8 @@ impl ClientCommand {
             | ClientCommand::Trace { server, .. }
             | ClientCommand::Streams { server, .. }
             | ClientCommand::Last { server, .. }
+            | ClientCommand::Export { server, .. }
+            | ClientCommand::Import { server, .. }
             | ClientCommand::Checkpoint(CheckpointCommand::Get { server, .. })
             | ClientCommand::Checkpoint(CheckpointCommand::Set { server, .. })
             | ClientCommand::Snapshot(SnapshotCommand::Get { server, .. })

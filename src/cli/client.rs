@@ -119,7 +119,7 @@ async fn problem(response: Response) -> CliError {
 
 /// What lies under a transport error (refused, DNS, TLS…), without the
 /// URL, which may carry a query or credentials.
-fn cause(error: &reqwest::Error) -> String {
+pub fn cause(error: &reqwest::Error) -> String {
     let mut source = std::error::Error::source(error);
     let mut root = None;
     while let Some(error) = source {

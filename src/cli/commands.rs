@@ -1,19 +1,21 @@
 //! Each client command: what it asks the server, and what it prints.
 
 use std::io::BufRead;
+use std::path::Path;
 use std::pin::pin;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use reqwest::Method;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::CliError;
 use super::args::{CheckpointCommand, ClientCommand, SnapshotCommand, Source};
-use super::client::{Client, deep_json, parse_json, segment};
-use super::output::{Output, clipped, progress};
+use super::client::{Client, cause, deep_json, parse_json, segment};
+use super::output::{Output, clipped, export_progress, progress, upload_progress};
 
 /// How long a dropped feed waits before it resumes.
 const RESUME_AFTER: Duration = Duration::from_secs(1);
@@ -114,6 +116,10 @@ pub async fn run(command: ClientCommand) -> Result<(), CliError> {
                 .await?;
             out.raw_event(event.trim_end())
         }
+        ClientCommand::Export {
+            position, until, ..
+        } => export(&client, &mut out, position, until).await,
+        ClientCommand::Import { file, .. } => import(&client, &mut out, &file).await,
         ClientCommand::Checkpoint(CheckpointCommand::Get { consumer, .. }) => {
             let checkpoint = client
                 .get_text(&format!("/checkpoints/{}", segment(&consumer)))
@@ -256,6 +262,157 @@ async fn append(
         answer["version"],
         positions.join(", ")
     ))
+}
+
+/// `cairn export`: the server's export, written out as it arrives. Its
+/// lines are only watched, to count the events and to tell a whole export
+/// (the head line last) from one that broke off.
+async fn export(
+    client: &Client,
+    out: &mut Output,
+    position: Option<i64>,
+    until: Option<i64>,
+) -> Result<(), CliError> {
+    let mut pairs = vec![];
+    pairs.extend(position.map(|p| ("position", p.to_string())));
+    pairs.extend(until.map(|u| ("until", u.to_string())));
+    let request = client
+        .request(Method::GET, &format!("/export{}", query_string(&pairs)))
+        .header("Accept", NDJSON);
+    let response = client.send(request).await?;
+    let bar = export_progress();
+    let written = write_export(out, response, &bar).await;
+    bar.finish_and_clear();
+    written?;
+    out.flush()
+}
+
+/// The media type of an export.
+const NDJSON: &str = "application/x-ndjson";
+
+/// Writes an export's body as it comes, the bar counting its events.
+async fn write_export(
+    out: &mut Output,
+    response: reqwest::Response,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), CliError> {
+    let mut watch = ExportWatch::default();
+    let mut body = response.bytes_stream();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|error| {
+            CliError::Unavailable(format!(
+                "the export broke off ({}): the output is incomplete",
+                cause(&error)
+            ))
+        })?;
+        out.raw(&piece)?;
+        bar.inc(watch.scan(&piece));
+    }
+    match watch.complete() {
+        true => Ok(()),
+        false => Err(CliError::Failed(
+            "the export ended before its head line: the output is incomplete".into(),
+        )),
+    }
+}
+
+/// How an event line and the head line begin, as the server writes them.
+const EVENT_LINE: &[u8] = b"{\"kind\":\"event\"";
+/// See [`EVENT_LINE`].
+const HEAD_LINE: &[u8] = b"{\"kind\":\"head\"";
+
+/// What `cairn export` notices of the lines going by.
+#[derive(Default)]
+struct ExportWatch {
+    /// The first bytes of the line under way.
+    start: Vec<u8>,
+    /// Whether the last whole line was the head.
+    last_was_head: bool,
+}
+
+impl ExportWatch {
+    /// Looks at the next piece of the export; how many event lines it ends.
+    fn scan(&mut self, piece: &[u8]) -> u64 {
+        let mut events = 0;
+        for part in piece.split_inclusive(|b| *b == b'\n') {
+            let room = EVENT_LINE.len().saturating_sub(self.start.len());
+            self.start.extend_from_slice(&part[..room.min(part.len())]);
+            if part.ends_with(b"\n") {
+                events += u64::from(self.start.starts_with(EVENT_LINE));
+                self.last_was_head = self.start.starts_with(HEAD_LINE);
+                self.start.clear();
+            }
+        }
+        events
+    }
+
+    /// Whether the export ended with its head line.
+    fn complete(&self) -> bool {
+        self.start.is_empty() && self.last_was_head
+    }
+}
+
+/// `cairn import`: a file (or standard input) streamed to the server,
+/// the bar following its bytes; what it restored, printed.
+async fn import(client: &Client, out: &mut Output, file: &Path) -> Result<(), CliError> {
+    let (reader, length): (Box<dyn AsyncRead + Send + Unpin>, Option<u64>) =
+        if file == Path::new("-") {
+            (Box::new(tokio::io::stdin()), None)
+        } else {
+            let opened = tokio::fs::File::open(file).await.map_err(|error| {
+                CliError::Usage(format!("cannot open {}: {error}", file.display()))
+            })?;
+            let length = opened.metadata().await.ok().map(|m| m.len());
+            (Box::new(opened), length)
+        };
+    let bar = upload_progress(length);
+    let request = client
+        .request(Method::POST, "/import")
+        .header("Content-Type", NDJSON)
+        .body(reqwest::Body::wrap_stream(pieces(reader, bar.clone())));
+    let answer = client.text(request).await;
+    bar.finish_and_clear();
+    let answer = answer?;
+    if out.json() {
+        return out.line(answer.trim_end());
+    }
+    let summary: Value = parse_json(&answer)?;
+    out.line(&format!(
+        "imported {} events ({} of them already stored), {} snapshots, {} checkpoints, \
+         {} schemas, {} retention policies, {} tombstones, {} streams; the head is {}",
+        summary["events"],
+        summary["already_stored"],
+        summary["snapshots"],
+        summary["checkpoints"],
+        summary["schemas"],
+        summary["retention"],
+        summary["tombstones"],
+        summary["streams"],
+        summary["head"]
+    ))
+}
+
+/// Bytes read from a file at a time, and sent as a piece of a body.
+const PIECE: usize = 64 * 1024;
+
+/// A reader's bytes as a request body, piece by piece, the bar following.
+fn pieces(
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    bar: indicatif::ProgressBar,
+) -> impl Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures::stream::try_unfold(reader, move |mut reader| {
+        let bar = bar.clone();
+        async move {
+            let mut piece = vec![0; PIECE];
+            let read = reader.read(&mut piece).await?;
+            if read == 0 {
+                return Ok(None);
+            }
+            piece.truncate(read);
+            bar.inc(read as u64);
+            Ok(Some((piece, reader)))
+        }
+    })
 }
 
 /// The path of a source's reads.

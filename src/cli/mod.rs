@@ -1,5 +1,6 @@
 //! `cairn`'s client commands: append, read, follow and inspect a running
-//! server over its HTTP API, for people at a terminal and for scripts.
+//! server over its HTTP API, and export and import its whole store, for
+//! people at a terminal and for scripts.
 //!
 //! On a terminal they print tables; piped (or with `--json`) one JSON value
 //! a line (NDJSON), events exactly as the server sent them. Exit codes are
@@ -11,7 +12,7 @@
 //! | --- | --- |
 //! | `args.rs` | the commands' command line |
 //! | `client.rs` | requests, and failures worded by the server |
-//! | `output.rs` | tables or NDJSON, and the progress line of long reads |
+//! | `output.rs` | tables or NDJSON, and the progress lines of long reads, exports and imports |
 //! | `commands.rs` | each command |
 
 pub mod args;

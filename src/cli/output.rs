@@ -69,6 +69,12 @@ impl Output {
         ))
     }
 
+    /// Prints bytes as they are (an export, as the server sent it).
+    pub fn raw(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        self.out.write_all(bytes)?;
+        Ok(())
+    }
+
     /// Sends what is printed on its way (a live feed prints as events come).
     pub fn flush(&mut self) -> Result<(), CliError> {
         self.out.flush()?;
@@ -89,18 +95,43 @@ pub fn clipped(text: &str, width: usize) -> String {
 /// long read to a file), never when the output is piped.
 pub fn progress() -> ProgressBar {
     let to_file = std::fs::metadata("/dev/stdout").is_ok_and(|m| m.is_file());
-    let visible = std::io::stderr().is_terminal() && to_file;
-    let bar = ProgressBar::with_draw_target(
+    on_stderr(
+        to_file,
         None,
-        if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {human_pos} events read ({per_sec}) {elapsed}")
-            .expect("the template is valid"),
-    );
+        "{spinner} {human_pos} events read ({per_sec}) {elapsed}",
+    )
+}
+
+/// A line on standard error counting the events an export has written,
+/// shown only when standard error is a terminal and standard output is not
+/// (the export goes to a file or a pipe).
+pub fn export_progress() -> ProgressBar {
+    on_stderr(
+        !std::io::stdout().is_terminal(),
+        None,
+        "{spinner} {human_pos} events exported ({per_sec}) {elapsed}",
+    )
+}
+
+/// A bar on standard error following the bytes of a file an import has
+/// sent (a spinner when its length is unknown), shown only when standard
+/// error is a terminal.
+pub fn upload_progress(length: Option<u64>) -> ProgressBar {
+    let template = match length {
+        Some(_) => "{bar:40} {bytes}/{total_bytes} sent ({bytes_per_sec}, {eta} left)",
+        None => "{spinner} {bytes} sent ({bytes_per_sec}) {elapsed}",
+    };
+    on_stderr(true, length, template)
+}
+
+/// A progress display on standard error, drawn when `visible` and standard
+/// error is a terminal, else hidden.
+fn on_stderr(visible: bool, length: Option<u64>, template: &str) -> ProgressBar {
+    let target = match visible && std::io::stderr().is_terminal() {
+        true => ProgressDrawTarget::stderr(),
+        false => ProgressDrawTarget::hidden(),
+    };
+    let bar = ProgressBar::with_draw_target(length, target);
+    bar.set_style(ProgressStyle::with_template(template).expect("the template is valid"));
     bar
 }

@@ -87,6 +87,10 @@ pub enum ApiError {
     /// The request took longer than the configured deadline.
     #[error("the request was not received and answered within {0} s")]
     RequestTimeout(u64),
+    /// A body without a deadline of its own (an import's) paused longer
+    /// than the request deadline.
+    #[error("the body paused for longer than {0} s")]
+    BodyStalled(u64),
     /// The store is down: retry later.
     #[error("the store is unavailable; retry later")]
     Unavailable,
@@ -117,7 +121,7 @@ impl ApiError {
             }
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RequestTimeout(_) | ApiError::BodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -140,7 +144,7 @@ impl ApiError {
             ApiError::ConditionFailed { .. } => "condition-failed",
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
-            ApiError::RequestTimeout(_) => "request-timeout",
+            ApiError::RequestTimeout(_) | ApiError::BodyStalled(_) => "request-timeout",
             ApiError::Unauthenticated { .. } => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MisdirectedHost(_) => "misdirected-host",

@@ -87,20 +87,29 @@ impl FromRequest<AppState> for JsonBytes {
         }
         // Before reading: wait until the bodies in flight leave room for
         // this one (a body of unknown length counts as the largest allowed).
-        let share = declared.map_or(limit, |length| length as usize).max(1);
-        let share =
-            u32::try_from(share.min(state.limits.max_body_bytes_in_flight)).unwrap_or(u32::MAX);
-        let permit = state
-            .bodies
-            .clone()
-            .acquire_many_owned(share)
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
+        let share = declared.map_or(limit, |length| length as usize);
+        let permit = hold_body_bytes(state, share).await?;
         Ok(JsonBytes(
             Bytes::from_request(request, state).await?,
             permit,
         ))
     }
+}
+
+/// Waits until the bodies in flight leave room for `bytes` more (at most
+/// the whole allowance), and holds them (see [`AppState::bodies`]) until the
+/// permit is dropped.
+pub async fn hold_body_bytes(
+    state: &AppState,
+    bytes: usize,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    let share = bytes.clamp(1, state.limits.max_body_bytes_in_flight);
+    state
+        .bodies
+        .clone()
+        .acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX))
+        .await
+        .map_err(|_| ApiError::Unavailable)
 }
 
 /// A JSON request body parsed into `T` (as [`JsonBytes`] checks it); a body
@@ -242,31 +251,18 @@ pub fn checked_events(
     let mut events: Vec<(Option<String>, NewEvent)> = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
         let at = |detail: String| ApiError::BadRequest(format!("event {index}: {detail}"));
-        names::check_name("an event type", &input.event_type).map_err(at)?;
         if let Some(stream) = &input.stream {
             names::check_name("a stream name", stream).map_err(at)?;
         }
-        let cap = limits.max_json_depth;
-        let too_deep = nests_deeper_than(input.data.get(), cap)
-            || input
-                .metadata
-                .as_ref()
-                .is_some_and(|m| nests_deeper_than(m.get(), cap));
-        if too_deep {
-            return Err(at(format!(
-                "data and metadata may nest at most {cap} levels deep"
-            )));
-        }
-        if let Some(metadata) = &input.metadata
-            && !metadata.get().starts_with('{')
-        {
-            return Err(at("metadata must be an object or null".into()));
-        }
-        if let Some(correlation_id) = &input.correlation_id {
-            names::check_correlation_id(correlation_id).map_err(at)?;
-        }
         let tags = input.tags.unwrap_or_default();
-        names::check_tags(&tags).map_err(at)?;
+        let fields = EventFields {
+            event_type: &input.event_type,
+            data: &input.data,
+            metadata: input.metadata.as_deref(),
+            correlation_id: input.correlation_id.as_deref(),
+            tags: &tags,
+        };
+        fields.check(limits.max_json_depth).map_err(at)?;
         let id = input.id.unwrap_or_else(Uuid::now_v7);
         if events.iter().any(|(_, e)| e.id == id) {
             return Err(at(format!("id {id} appears twice in the request")));
@@ -284,6 +280,46 @@ pub fn checked_events(
         events.push((input.stream, event));
     }
     Ok(events)
+}
+
+/// The fields of an event that its writer chose, as an append takes them
+/// and an import restores them: both hold them to the same rules.
+pub struct EventFields<'a> {
+    /// Its type.
+    pub event_type: &'a str,
+    /// Its data.
+    pub data: &'a RawValue,
+    /// Its metadata.
+    pub metadata: Option<&'a RawValue>,
+    /// Its correlation id.
+    pub correlation_id: Option<&'a str>,
+    /// Its tags.
+    pub tags: &'a [String],
+}
+
+impl EventFields<'_> {
+    /// Checks them (API.md, Writing): the type named like a stream, data
+    /// and metadata no deeper than `max_depth`, metadata an object, a valid
+    /// correlation id and tags.
+    pub fn check(&self, max_depth: usize) -> Result<(), String> {
+        names::check_name("an event type", self.event_type)?;
+        let too_deep = nests_deeper_than(self.data.get(), max_depth)
+            || self
+                .metadata
+                .is_some_and(|m| nests_deeper_than(m.get(), max_depth));
+        if too_deep {
+            return Err(format!(
+                "data and metadata may nest at most {max_depth} levels deep"
+            ));
+        }
+        if self.metadata.is_some_and(|m| !m.get().starts_with('{')) {
+            return Err("metadata must be an object or null".into());
+        }
+        if let Some(correlation_id) = self.correlation_id {
+            names::check_correlation_id(correlation_id)?;
+        }
+        names::check_tags(self.tags)
+    }
 }
 
 /// An `until_version` bound, checked: `-1` is the stream before its first
@@ -411,6 +447,15 @@ pub fn negotiate(headers: &HeaderMap, feeds: bool) -> Result<Wants, ApiError> {
         (None, Some(_)) => Ok(Wants::Feed),
         _ => Ok(Wants::Json),
     }
+}
+
+/// Whether an `Accept` header (none: anything) admits `media`, a media
+/// type of its own (`application/x-ndjson`) that [`negotiate`] does not
+/// choose between.
+pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .is_none_or(|accept| quality(accept.to_str().unwrap_or_default(), media).is_some())
 }
 
 /// Requires that the client accepts JSON (`406` otherwise).

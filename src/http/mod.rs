@@ -41,6 +41,7 @@ mod snapshots;
 mod streams;
 mod subscriptions;
 mod trace;
+mod transfer;
 pub mod wire;
 
 use error::{ApiError, ApiResult, StoreFailure};
@@ -111,6 +112,7 @@ pub struct AppState {
         (name = "retention", description = "Retention policies, truncation and deletion of streams (admin)"),
         (name = "schemas", description = "Event schemas: JSON Schema per event type, checked on every append (admin)"),
         (name = "subscriptions", description = "Managed subscriptions: leases to competing consumers, acknowledgements, parking, webhooks"),
+        (name = "transfer", description = "The whole store as NDJSON, out and back in (admin)"),
     )
 )]
 struct ApiDoc;
@@ -130,6 +132,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(subscriptions::router())
         .merge(schemas::router())
         .merge(retention::router())
+        .merge(transfer::router())
         .merge(ops::router())
 }
 
@@ -219,13 +222,23 @@ pub fn app(state: AppState, cors_origins: CorsOrigins, loopback: bool) -> Router
 
 /// Answers `408` (and closes the connection) when a request, body included,
 /// takes longer than its deadline. A feed's answer starts at once, so its
-/// stream is not cut. An append cut off this way may still commit: a client
-/// retries it with the same event ids, which makes the retry safe.
+/// stream is not cut; so does an export's. An append cut off this way may
+/// still commit: a client retries it with the same event ids, which makes
+/// the retry safe.
+///
+/// An import is left alone: it answers only once it has read its body,
+/// which is as long as the store it restores, and restores it a chunk at a
+/// time as it comes (never holding more), so the whole request has no
+/// deadline; its body must only keep coming (see [`transfer`]).
 async fn within_deadline(
     State(deadline): State<std::time::Duration>,
     request: Request,
     next: Next,
 ) -> Response {
+    let route = request.extensions().get::<MatchedPath>();
+    if route.is_some_and(|route| route.as_str() == transfer::IMPORT_PATH) {
+        return next.run(request).await;
+    }
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -58,24 +58,13 @@ async fn post_snapshot(
 ) -> ApiResult<(StatusCode, Json<Snapshot>)> {
     names::check_name("a stream name", &stream).map_err(ApiError::BadRequest)?;
     caller.stream(&stream)?;
-    if body.version < 0 {
-        return Err(ApiError::BadRequest("version must be ≥ 0".into()));
-    }
-    if let Some(snapshot_type) = &body.snapshot_type {
-        names::check_name("a snapshot type", snapshot_type).map_err(ApiError::BadRequest)?;
-    }
-    let cap = state.limits.max_json_depth;
-    if super::extract::nests_deeper_than(body.state.get(), cap) {
-        return Err(ApiError::BadRequest(format!(
-            "state may nest at most {cap} levels deep"
-        )));
-    }
     let snapshot = NewSnapshot {
         stream,
         version: body.version,
         snapshot_type: body.snapshot_type,
         state: body.state,
     };
+    check_snapshot(&snapshot, state.limits.max_json_depth).map_err(ApiError::BadRequest)?;
     let stored = state
         .store
         .append_snapshot(snapshot)
@@ -86,6 +75,22 @@ async fn post_snapshot(
             SnapshotError::Store(error) => error.into(),
         })?;
     Ok((StatusCode::CREATED, Json(stored.into())))
+}
+
+/// Checks a snapshot's fields but its stream's name, as a post takes them
+/// and an import restores them: a version ≥ 0, a type named like a stream,
+/// a state no deeper than `max_depth`.
+pub fn check_snapshot(snapshot: &NewSnapshot, max_depth: usize) -> Result<(), String> {
+    if snapshot.version < 0 {
+        return Err("version must be ≥ 0".into());
+    }
+    if let Some(snapshot_type) = &snapshot.snapshot_type {
+        names::check_name("a snapshot type", snapshot_type)?;
+    }
+    if super::extract::nests_deeper_than(snapshot.state.get(), max_depth) {
+        return Err(format!("state may nest at most {max_depth} levels deep"));
+    }
+    Ok(())
 }
 
 /// The query of a snapshot read.

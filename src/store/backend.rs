@@ -42,6 +42,15 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     fn parts(&self) -> &Parts<Self::Db>;
     /// A time column as microseconds since the epoch.
     fn micros(column: &str) -> String;
+    /// The other way: microseconds since the epoch (an integer expression)
+    /// as a value of a time column, exactly (an import restores times to
+    /// the microsecond).
+    fn timestamp(micros: &str) -> String;
+    /// What follows a text column in a comparison or an `ORDER BY` to
+    /// compare it byte by byte, where the column's own collation may not
+    /// (an export lists rows in one order on both databases, so that a
+    /// store copied from one to the other exports the same file).
+    const BYTE_ORDER: &'static str;
     /// What a `SELECT` appends to lock the rows it reads until its
     /// transaction ends (nothing where write transactions lock everything).
     const LOCK_ROWS: &'static str;
@@ -153,4 +162,10 @@ pub(crate) async fn fetch_events<B: SqlBackend>(
 /// written, or NULL when there are none.
 pub(crate) fn tags_column(tags: &[String]) -> Option<String> {
     (!tags.is_empty()).then(|| serde_json::to_string(tags).expect("strings serialise"))
+}
+
+/// A value as JSON: a subscription's definition as stored, or rows as
+/// [`SqlBackend::json_rows`] reads them.
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::backend::{SqlBackend, connection};
 use super::error::StoreError;
 use super::sql::{Bind, Runner, Sql};
-use super::{checkpoints, queries, reads, retention, schemas, snapshots, trace};
+use super::{checkpoints, queries, reads, retention, schemas, snapshots, trace, transfer};
 
 /// How long a health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -106,5 +106,6 @@ fn statements<B: SqlBackend>() -> Vec<(&'static str, Sql)> {
     statements.extend(retention::statements::<B>());
     statements.extend(queries::statements::<B>());
     statements.extend(trace::statements::<B>());
+    statements.extend(transfer::statements::<B>());
     statements
 }

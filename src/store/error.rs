@@ -109,3 +109,23 @@ pub enum SubscriptionError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Why an import stopped (API.md, Export and import).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImportError {
+    /// A line cannot be restored as it stands. The lines before it were.
+    #[error("line {line}: {detail}")]
+    Invalid {
+        /// The line's number, from 1.
+        line: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The store holds something other than the beginning of this export;
+    /// nothing of the lines at hand was written.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

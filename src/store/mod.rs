@@ -20,6 +20,7 @@
 //! | `retention.rs` | the [`Retention`] concern: policies, the sweep, truncation, tombstones |
 //! | `schemas.rs` | the [`Schemas`] concern, and the writer's cache of compiled validators |
 //! | `diagnostics.rs` | the [`Diagnostics`] concern: health and query plans |
+//! | `transfer.rs` | the [`Transfers`] concern: export in pages from one snapshot, import in chunks that resume |
 //! | `backend.rs` | what a SQL backend supplies to the concerns (pool, read transactions, time spelling, `EXPLAIN`) |
 //! | `sql.rs` | statement builder, per-database runner, database errors mapped by SQLSTATE |
 //! | `rows.rs` | rows as the databases return them, converted to the model |
@@ -52,6 +53,7 @@ mod sql;
 pub mod sqlite;
 mod subscriptions;
 mod trace;
+mod transfer;
 mod writer;
 
 use std::sync::Arc;
@@ -59,7 +61,7 @@ use std::sync::Arc;
 pub use appends::Appends;
 pub use checkpoints::Checkpoints;
 pub use diagnostics::{Diagnostics, ReadStatement};
-pub use error::{AppendError, SnapshotError, StoreError, SubscriptionError};
+pub use error::{AppendError, ImportError, SnapshotError, StoreError, SubscriptionError};
 pub use keys::Keys;
 pub use model::{
     AppendRequest, Appended, Checkpoint, Condition, Direction, EventPosition, EventQuery, Expected,
@@ -71,6 +73,7 @@ pub use model::{
     Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, PushTarget,
     Settled, Settlement, Source, StartAt, SubscriptionDefinition, SubscriptionState,
 };
+pub use model::{ExportRange, ImportSummary, TransferItem, TransferKind};
 pub use queries::Queries;
 pub use reads::Reads;
 pub use retention::{EraseError, Erased, Retention, RetentionPolicy, RetentionTarget, Tombstone};
@@ -78,6 +81,7 @@ pub use schemas::{EventSchema, SchemaDocument, SchemaFailure, Schemas};
 pub use snapshots::Snapshots;
 pub use subscriptions::Subscriptions;
 pub use trace::Traces;
+pub use transfer::{ExportPages, Import, Transfers};
 
 /// An event store: every concern, offered alike by every backend.
 pub trait Store:
@@ -91,6 +95,7 @@ pub trait Store:
     + Subscriptions
     + Schemas
     + Retention
+    + Transfers
     + Diagnostics
 {
 }
@@ -106,6 +111,7 @@ impl<T> Store for T where
         + Subscriptions
         + Schemas
         + Retention
+        + Transfers
         + Diagnostics
 {
 }

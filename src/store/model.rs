@@ -8,6 +8,9 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::retention::{RetentionPolicy, RetentionTarget, Tombstone};
+use super::schemas::EventSchema;
+
 pub use crate::auth::Scope as AccessScope;
 
 /// An event as the client wrote it, validated, with its id decided.
@@ -771,4 +774,146 @@ pub struct ParkedPage {
     pub next_position: i64,
     /// Nothing parked lies beyond `next_position`.
     pub end: bool,
+}
+
+/// The kinds of record an export lists, in the order it lists them (API.md,
+/// Export and import): the order is part of the format, and the import
+/// relies on it to resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransferKind {
+    /// Events, in global order.
+    Event,
+    /// Snapshots, in the order they were posted.
+    Snapshot,
+    /// Checkpoints, by consumer.
+    Checkpoint,
+    /// Event schemas, by type.
+    Schema,
+    /// Retention policies, by scope and name.
+    Retention,
+    /// Tombstones, by stream.
+    Tombstone,
+    /// Every stream's version and last commit, by stream.
+    Stream,
+    /// The head of the log, last.
+    Head,
+}
+
+impl TransferKind {
+    /// Every kind, in the order of an export.
+    pub const ALL: [TransferKind; 8] = [
+        TransferKind::Event,
+        TransferKind::Snapshot,
+        TransferKind::Checkpoint,
+        TransferKind::Schema,
+        TransferKind::Retention,
+        TransferKind::Tombstone,
+        TransferKind::Stream,
+        TransferKind::Head,
+    ];
+
+    /// Its name in an export's lines (`"kind": "event"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Event => "event",
+            TransferKind::Snapshot => "snapshot",
+            TransferKind::Checkpoint => "checkpoint",
+            TransferKind::Schema => "schema",
+            TransferKind::Retention => "retention",
+            TransferKind::Tombstone => "tombstone",
+            TransferKind::Stream => "stream",
+            TransferKind::Head => "head",
+        }
+    }
+
+    /// The kind a line's name gives, if any.
+    pub fn parse(name: &str) -> Option<TransferKind> {
+        TransferKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+/// One record of an export: a row of the store, as read.
+#[derive(Debug, Clone)]
+pub enum TransferItem {
+    /// An event.
+    Event(RecordedEvent),
+    /// A snapshot.
+    Snapshot(Snapshot),
+    /// A consumer's checkpoint.
+    Checkpoint(Checkpoint),
+    /// An event type's schema.
+    Schema(EventSchema),
+    /// A retention policy, and what it applies to.
+    Retention(RetentionTarget, RetentionPolicy),
+    /// A deleted stream.
+    Tombstone(Tombstone),
+    /// A stream's version and last commit.
+    Stream(StreamInfo),
+    /// The head of the log: the highest global position ever committed.
+    Head(i64),
+}
+
+impl TransferItem {
+    /// Its kind.
+    pub fn kind(&self) -> TransferKind {
+        match self {
+            TransferItem::Event(_) => TransferKind::Event,
+            TransferItem::Snapshot(_) => TransferKind::Snapshot,
+            TransferItem::Checkpoint(_) => TransferKind::Checkpoint,
+            TransferItem::Schema(_) => TransferKind::Schema,
+            TransferItem::Retention(..) => TransferKind::Retention,
+            TransferItem::Tombstone(_) => TransferKind::Tombstone,
+            TransferItem::Stream(_) => TransferKind::Stream,
+            TransferItem::Head(_) => TransferKind::Head,
+        }
+    }
+
+    /// About how many bytes it takes in memory, so that a page of an export
+    /// stops at a byte budget as reads do.
+    pub fn approximate_size(&self) -> usize {
+        const FIXED: usize = 256;
+        match self {
+            TransferItem::Event(event) => event.approximate_size(),
+            TransferItem::Snapshot(snapshot) => FIXED + snapshot.state.get().len(),
+            TransferItem::Schema(schema) => FIXED + schema.schema.get().len(),
+            _ => FIXED,
+        }
+    }
+}
+
+/// What an export lists (API.md, Export and import).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportRange {
+    /// The first global position of the events listed.
+    pub position: i64,
+    /// The last global position of the events listed, if bounded.
+    pub until: Option<i64>,
+    /// A page of the export stops once its records hold this many bytes.
+    pub max_bytes: usize,
+}
+
+/// What an import restored: its lines by kind, and the head it ended at.
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    /// Event lines (those already stored included).
+    pub events: u64,
+    /// Event lines found already stored: an import run again after an
+    /// interruption.
+    pub already_stored: u64,
+    /// Snapshot lines.
+    pub snapshots: u64,
+    /// Checkpoint lines.
+    pub checkpoints: u64,
+    /// Schema lines.
+    pub schemas: u64,
+    /// Retention lines.
+    pub retention: u64,
+    /// Tombstone lines.
+    pub tombstones: u64,
+    /// Stream lines.
+    pub streams: u64,
+    /// The head of the log after the import.
+    pub head: i64,
 }

@@ -405,6 +405,16 @@ impl SqlBackend for PostgresStore {
         format!("(extract(epoch FROM {column}) * 1000000)::bigint")
     }
 
+    fn timestamp(micros: &str) -> String {
+        // Through text: multiplying an interval converts to floating point,
+        // which is exact only up to 2^53 microseconds.
+        format!(
+            "(TIMESTAMPTZ 'epoch' + CAST(CAST({micros} AS text) || ' microseconds' AS interval))"
+        )
+    }
+
+    const BYTE_ORDER: &'static str = " COLLATE \"C\"";
+
     const LOCK_ROWS: &'static str = " FOR UPDATE";
 
     fn json_rows(sql: &mut Sql, json: String, columns: &[(&str, &str)]) {

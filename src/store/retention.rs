@@ -32,8 +32,17 @@ pub enum RetentionTarget {
 }
 
 impl RetentionTarget {
-    /// The `scope` column's value.
-    fn scope(&self) -> &'static str {
+    /// The target a scope (`stream` or `category`) and a name make.
+    pub fn parse(scope: &str, name: String) -> Option<Self> {
+        match scope {
+            "stream" => Some(RetentionTarget::Stream(name)),
+            "category" => Some(RetentionTarget::Category(name)),
+            _ => None,
+        }
+    }
+
+    /// What it is: `stream` or `category`.
+    pub fn scope(&self) -> &'static str {
         match self {
             RetentionTarget::Stream(_) => "stream",
             RetentionTarget::Category(_) => "category",

@@ -90,6 +90,25 @@ impl TryFrom<SnapshotRow> for Snapshot {
     }
 }
 
+/// A snapshot row with the sequence number that orders snapshots as they
+/// were posted, which an export pages by.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PostedSnapshotRow {
+    pub seq: i64,
+    #[sqlx(flatten)]
+    pub snapshot: SnapshotRow,
+}
+
+/// Where an event sits, with its id: what an import compares to tell a
+/// store that holds the beginning of its export from any other.
+#[derive(sqlx::FromRow, Debug, PartialEq, Eq)]
+pub(crate) struct EventKeyRow {
+    pub global_position: i64,
+    pub id: Uuid,
+    pub stream: String,
+    pub position: i64,
+}
+
 /// A stream row as both backends return it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct StreamRow {
@@ -321,10 +340,8 @@ impl TryFrom<PolicyRow> for (RetentionTarget, RetentionPolicy) {
     type Error = StoreError;
 
     fn try_from(row: PolicyRow) -> Result<Self, StoreError> {
-        let target = match row.scope.as_str() {
-            "stream" => RetentionTarget::Stream(row.name),
-            _ => RetentionTarget::Category(row.name),
-        };
+        let target = RetentionTarget::parse(&row.scope, row.name)
+            .ok_or_else(|| StoreError::Internal(format!("stored scope {:?}", row.scope)))?;
         let policy = RetentionPolicy::new(row.max_age_s, row.max_count)
             .map_err(|e| StoreError::Internal(format!("stored retention policy: {e}")))?;
         Ok((target, policy))

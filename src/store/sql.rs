@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::error::StoreError;
 use super::model::Budgeted;
 use super::rows::{
-    CheckpointRow, ConsumerRow, ErasableRow, EventRow, KeyRow, LeaseRow, ParkedRow, PolicyRow,
-    ReadyRow, SchemaRow, SnapshotRow, StreamRow, SubscriptionRow, TallyRow, TombstoneRow, TurnRow,
+    CheckpointRow, ConsumerRow, ErasableRow, EventKeyRow, EventRow, KeyRow, LeaseRow, ParkedRow,
+    PolicyRow, PostedSnapshotRow, ReadyRow, SchemaRow, SnapshotRow, StreamRow, SubscriptionRow,
+    TallyRow, TombstoneRow, TurnRow,
 };
 
 /// A value bound to a statement.
@@ -174,6 +175,8 @@ pub(crate) trait Runner:
     + DecodeRow<ErasableRow>
     + DecodeRow<PolicyRow>
     + DecodeRow<TombstoneRow>
+    + DecodeRow<PostedSnapshotRow>
+    + DecodeRow<EventKeyRow>
 {
     /// Runs a query, decoding each row as `R`.
     fn fetch<R: Send>(

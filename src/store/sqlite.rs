@@ -247,14 +247,27 @@ impl SqlBackend for SqliteStore {
         column.to_owned()
     }
 
+    fn timestamp(micros: &str) -> String {
+        micros.to_owned()
+    }
+
+    // Text compares byte by byte already (BINARY).
+    const BYTE_ORDER: &'static str = "";
+
     const LOCK_ROWS: &'static str = "";
 
     fn json_rows(sql: &mut Sql, json: String, columns: &[(&str, &str)]) {
         // SQLite's JSON integers come back as integers, text as text: the
-        // types need no cast.
+        // types need no cast, but for UUIDs, which sqlx keeps as 16-byte
+        // blobs.
         let columns: Vec<String> = columns
             .iter()
-            .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+            .map(|(name, kind)| match *kind {
+                "uuid" => {
+                    format!("unhex(replace(json_extract(value, '$.{name}'), '-', '')) AS {name}")
+                }
+                _ => format!("json_extract(value, '$.{name}') AS {name}"),
+            })
             .collect();
         sql.push(&format!("(SELECT {} FROM json_each(", columns.join(", ")))
             .bind(json.as_str())

@@ -33,7 +33,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::backend::{Conn, SqlBackend, connection, event_columns, fetch_events, now_micros};
+use super::backend::{
+    Conn, SqlBackend, connection, event_columns, fetch_events, now_micros, to_json,
+};
 use super::error::{StoreError, SubscriptionError};
 use super::model::{
     Claim, ConsumerState, Creation, Delivery, DeliveryOrder, ParkedEvent, ParkedPage, QueryItem,
@@ -507,12 +509,6 @@ async fn load<B: SqlBackend>(
         sql.push(B::LOCK_ROWS);
     }
     Ok(B::Db::fetch(conn, sql).await?.pop())
-}
-
-/// A value as JSON: a definition as stored, or rows as
-/// [`SqlBackend::json_rows`] reads them.
-fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("plain data serialises")
 }
 
 /// The definition a row stores.

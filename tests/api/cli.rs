@@ -483,12 +483,72 @@ async fn exact_deep_and_paged_output(app: TestApp) {
     assert!(too_big.stderr.contains("limit"), "{}", too_big.stderr);
 }
 
+/// `cairn export` to a file, and `cairn import` of it into a server over an
+/// empty (SQLite) store: the copy exports the same file. A file cut short
+/// exits 1 with the server's words and completes when imported whole; a
+/// store that is not empty exits 1; standard input is read for `-`.
+async fn export_to_a_file_and_import_it_elsewhere(app: TestApp) {
+    crate::transfer::seed(&app).await;
+    let exported = cairn(&app, &["export"], "").await;
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    let kinds: Vec<Value> = exported.field("kind");
+    assert_eq!(kinds.last(), Some(&json!("head")));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.ndjson");
+    std::fs::write(&file, &exported.stdout).unwrap();
+    let cut = dir.path().join("cut.ndjson");
+    let first_lines: String = exported.stdout.split_inclusive('\n').take(100).collect();
+    std::fs::write(&cut, first_lines).unwrap();
+    let (file, cut) = (file.to_str().unwrap(), cut.to_str().unwrap());
+
+    let copy = TestApp::sqlite().await;
+    let incomplete = cairn(&copy, &["import", cut], "").await;
+    assert_eq!(incomplete.code, 1);
+    assert!(
+        incomplete.stderr.contains("ends before its head line"),
+        "{}",
+        incomplete.stderr
+    );
+    let whole = cairn(&copy, &["import", file, "--json"], "").await;
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    assert_eq!(whole.json_lines()[0]["already_stored"], 100);
+    assert_eq!(cairn(&copy, &["export"], "").await.stdout, exported.stdout);
+
+    let piped = TestApp::sqlite().await;
+    let from_stdin = cairn(&piped, &["import", "-", "--table"], &exported.stdout).await;
+    assert_eq!(from_stdin.code, 0, "{}", from_stdin.stderr);
+    assert!(
+        from_stdin
+            .stdout
+            .starts_with("imported 2107 events (0 of them already stored)"),
+        "{}",
+        from_stdin.stdout
+    );
+    let other = TestApp::sqlite().await;
+    cairn(
+        &other,
+        &["append", "mine-1", "--type", "A", "--data", "1"],
+        "",
+    )
+    .await;
+    let refused = cairn(&other, &["import", file], "").await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("409"), "{}", refused.stderr);
+
+    let bounded = cairn(&app, &["export", "--position", "3", "--until", "4"], "").await;
+    let kinds: Vec<Value> = bounded.field("kind");
+    assert_eq!(kinds.iter().filter(|k| **k == json!("event")).count(), 2);
+    let missing = cairn(&app, &["import", "/nonexistent/backup.ndjson"], "").await;
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+}
+
 backend_tests!(
     exact_deep_and_paged_output,
     append_one_and_a_batch_with_expectations,
     read_streams_categories_and_the_log,
     inspect_the_store,
     tail_follows_live,
+    export_to_a_file_and_import_it_elsewhere,
 );
 
 /// With auth on, a missing or wrong key exits 5 with the server's words; the

@@ -205,7 +205,10 @@ fn expected_index(name: &str) -> &'static [&'static str] {
     match name {
         "event by id" | "trace: causes" => &["id"],
         "trace: effects" => &["causation_id"],
-        "all" | "all: window" => &["global_position", "rowid"],
+        "all" | "all: window" | "export: events" | "import: event keys" => {
+            &["global_position", "rowid"]
+        }
+        "import: events by id" => &["id"],
         "head" => &["global_position", "singleton", ""],
         "all filtered" => &["global_position", "rowid", "correlation_id"],
         "category" | "category: window" => &["category"],

@@ -20,3 +20,4 @@ mod streams;
 mod subscriptions;
 mod tags;
 mod trace;
+mod transfer;
