@@ -644,3 +644,78 @@ async fn an_import_outlasts_the_request_deadline_while_its_body_keeps_coming() {
     let events = all["events"].as_array().unwrap();
     assert_eq!(events.len(), 2, "the lines before the pause stay");
 }
+
+/// Issue 14's second correctness test: an import whose server is killed
+/// (`kill -9`) halfway, rerun on the same store after a restart, ends
+/// identical to an uninterrupted one: what the killed server committed is
+/// kept, what it had begun is rolled back, and the rerun continues.
+async fn an_import_killed_halfway_and_rerun_is_whole(flags: &[&str]) {
+    use crate::binary::Server;
+    let source = TestApp::sqlite().await;
+    seed(&source).await;
+    let exported = export(&source).await;
+    let lines: Vec<&str> = exported.lines().collect();
+
+    let server = Server::start_with(flags).await;
+    let client = reqwest::Client::new();
+    let (send, body) = futures::channel::mpsc::unbounded::<Result<String, std::io::Error>>();
+    let request = client
+        .post(format!("{}/import", server.url))
+        .header("Content-Type", "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let importing = tokio::spawn(request);
+    for line in &lines[..lines.len() * 3 / 5] {
+        send.unbounded_send(Ok(format!("{line}\n"))).unwrap();
+    }
+    // Killed once a chunk has committed, while the body is still coming.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let all = client
+            .get(format!("{}/all?limit=1", server.url))
+            .send()
+            .await
+            .unwrap();
+        let all: Value = all.json().await.unwrap();
+        if !all["events"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no chunk committed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(server);
+    assert!(importing.await.unwrap().is_err(), "the import was cut");
+
+    let server = Server::start_with(flags).await;
+    let rerun = client
+        .post(format!("{}/import", server.url))
+        .header("Content-Type", "application/x-ndjson")
+        .body(exported.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rerun.status(), StatusCode::OK);
+    let summary: Value = rerun.json().await.unwrap();
+    assert!(summary["already_stored"].as_u64().unwrap() > 0, "{summary}");
+    let again = client
+        .get(format!("{}/export", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.text().await.unwrap(), exported);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_halfway_into_sqlite_is_rerun_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    an_import_killed_halfway_and_rerun_is_whole(&["--data-dir", data_dir]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_halfway_into_postgres_is_rerun_whole() {
+    let Some(database) = crate::common::postgres::fresh_database().await else {
+        return;
+    };
+    an_import_killed_halfway_and_rerun_is_whole(&["--database-url", database.url()]).await;
+}
