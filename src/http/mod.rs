@@ -25,6 +25,7 @@ mod appends;
 pub mod auth;
 mod checkpoints;
 mod connection_clock;
+mod console;
 pub mod error;
 mod events;
 pub mod extract;
@@ -160,13 +161,15 @@ pub enum CorsOrigins {
     List(Vec<HeaderValue>),
 }
 
-/// The whole application: routes, docs, fallbacks and middleware.
+/// The whole application: routes, docs, the console, fallbacks and
+/// middleware.
 /// `loopback`: the server listens on a loopback address (see
 /// [`auth::authenticate`]).
 pub fn app(state: AppState, cors_origins: CorsOrigins, loopback: bool) -> Router {
     let (routes, api) = documented();
     let mut router = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(console::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

@@ -128,7 +128,13 @@ async fn only_public_routes_answer_without_a_credential(app: TestApp) {
             assert_unauthenticated(response, "").await;
         }
     }
-    for public in ["/health", "/openapi.json", "/docs/"] {
+    for public in [
+        "/health",
+        "/openapi.json",
+        "/docs/",
+        "/console",
+        "/console/app.js",
+    ] {
         assert_eq!(app.get(public).await.status(), StatusCode::OK, "{public}");
     }
     // Nothing was written by the refused requests.

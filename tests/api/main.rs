@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod cli;
 mod concurrency;
+mod console;
 mod deadlines;
 mod errors;
 mod feeds;
