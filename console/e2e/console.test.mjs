@@ -153,11 +153,13 @@ test("Categories and All: events in global order, filtered by type and correlati
     { type: "ItemAdded", data: { sku: "a" }, correlation_id: `${RUN}-c1` },
   ]);
   await append(`${category}-2`, [{ type: "ItemAdded", data: { sku: "b" } }]);
+  await api("PUT", `/categories/${category}/retention`, { max_age_s: 3600 });
   const { page, done } = await open("/categories");
   await page.getByLabel("Category").fill(category);
   await page.getByLabel("Types (comma-separated)").fill("ItemAdded");
   await page.getByRole("button", { name: "Show" }).click();
   await page.getByRole("heading", { name: `Category ${category}` }).waitFor();
+  await page.getByText("events older than 3600 s are erased").waitFor();
   const items = page.getByRole("list", { name: `Category ${category}` }).getByRole("listitem");
   await items.nth(1).waitFor();
   assert.equal(await items.count(), 2);
@@ -245,6 +247,9 @@ test("Subscriptions: figures, a parked event with its reason, and Replay", async
   await page.getByRole("button", { name: "Replay", exact: true }).click();
   await page.getByText("1 event went back into delivery.").waitFor();
   await page.getByText(`card declined ${RUN}`).waitFor({ state: "detached" });
+  await page.getByRole("link", { name: "Subscriptions" }).click();
+  await page.getByRole("link", { name }).waitFor();
+  await shot(page, "subscriptions");
   await done();
 });
 
@@ -254,6 +259,24 @@ test("Metrics: charts of appends, latency, feeds and errors fill in", async () =
   await append(`${RUN}metrics-1`, [{ type: "Counted", data: {} }]);
   await page.getByText(/p99: \d/).waitFor({ timeout: 10000 });
   await shot(page, "metrics");
+  await done();
+});
+
+test("Keys and Schemas: an admin sees the keys in force and the registered schemas", async () => {
+  const type = `${RUN}Registered`;
+  await api("PUT", `/schemas/${type}`, { type: "object", required: ["email"] });
+  const { key } = await api("POST", "/keys", { name: `${RUN}-ops`, scopes: ["read", "write"] });
+  assert.ok(key.startsWith("cairn_"));
+  const { page, done } = await open("/schemas", { key: ADMIN_KEY });
+  await page.getByRole("cell", { name: type }).waitFor();
+  const row = page.getByRole("row").filter({ hasText: type });
+  await row.getByText("Show").click();
+  await row.getByText('"email"').waitFor();
+  await shot(page, "schemas");
+  await page.getByRole("link", { name: "Keys" }).click();
+  await page.getByRole("cell", { name: `${RUN}-ops` }).waitFor();
+  assert.equal(await page.getByText(key).count(), 0, "no secret is shown");
+  await shot(page, "keys");
   await done();
 });
 
@@ -273,6 +296,11 @@ test("Layout: readable at 360 px and in dark mode, and usable from the keyboard"
   await narrow.page.keyboard.press("Enter");
   await narrow.page.getByRole("heading", { name: "Live" }).waitFor();
   await narrow.done();
+
+  const wide = await open(`/stream/${stream}`, { width: 1920 });
+  await wide.page.getByText("Narrowed").waitFor();
+  await shot(wide.page, "stream-1920");
+  await wide.done();
 });
 
 test("Auth: a wrong key is refused with the server's detail, a right one works, and a reader sees only what it reaches", { skip: !ADMIN_KEY && "auth is off" }, async () => {

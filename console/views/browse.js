@@ -165,9 +165,14 @@ export async function categories(_args, query, signal) {
     table("Categories", [["Category", (c) => link(`#/category/${seg(c)}`, c)]], known));
 }
 
-/** One category's events in global order. */
-export function category([name], query, signal) {
-  return globalList({ title: `Category ${name}`, base: `/categories/${seg(name)}`, hash: `#/category/${seg(name)}`, query, signal });
+/** One category's events in global order, with its retention policy for
+ *  an admin. */
+export async function category([name], query, signal) {
+  const retention = session.admin ? await optional(get(`/categories/${seg(name)}/retention`, { signal })) : null;
+  const extra = session.admin
+    ? h("dl", { className: "facts" }, h("dt", {}, "Retention"), h("dd", {}, policy(retention)))
+    : null;
+  return globalList({ title: `Category ${name}`, base: `/categories/${seg(name)}`, hash: `#/category/${seg(name)}`, query, signal, extra });
 }
 
 /** Every event in global order. */
