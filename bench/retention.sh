@@ -12,9 +12,8 @@
 #
 # Usage: bench/retention.sh [STORE] [ROUNDS] [OLD] [EVENTS]
 #   STORE: sqlite, postgres or both (default both); defaults 3 200000 20000.
-# Needs: cargo, curl, jq, createdb/dropdb on PGHOST:PGPORT as PGUSER
-# (127.0.0.1, 5432, postgres; trust auth). CAIRN_BIN / CAIRN_BENCH: measure
-# these binaries instead of building the checkout.
+# Needs what bench/server.sh says. CAIRN_BIN / CAIRN_BENCH: measure these
+# binaries instead of building the checkout.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,48 +21,8 @@ store=${1:-both}
 rounds=${2:-3}
 old=${3:-200000}
 events=${4:-20000}
-export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
-if [ -z "${CAIRN_BIN:-}" ] || [ -z "${CAIRN_BENCH:-}" ]; then
-    cargo build --release --quiet --bin cairn --bin cairn-bench
-    CAIRN_BIN=${CAIRN_BIN:-${CARGO_TARGET_DIR:-target}/release/cairn}
-    CAIRN_BENCH=${CAIRN_BENCH:-${CARGO_TARGET_DIR:-target}/release/cairn-bench}
-fi
-
-work=$(mktemp -d)
-server= db=
-cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null || true
-    [ -n "$db" ] && dropdb --if-exists "$db" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# start URL: a release server over a fresh store of kind $1, sweeping every second.
-start() {
-    local kind=$1 port=$((20000 + RANDOM % 20000)) url
-    if [ "$kind" = postgres ]; then
-        db="cairn_retention_$(date +%s%N)"
-        createdb "$db"
-        url="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
-    else
-        url="sqlite://$work/$kind-$port.db"
-    fi
-    "$CAIRN_BIN" serve --listen "127.0.0.1:$port" --database-url "$url" \
-        --retention-sweep-secs 1 >"$work/server.log" 2>&1 &
-    server=$!
-    export CAIRN_URL="http://127.0.0.1:$port"
-    for _ in $(seq 100); do curl -fs "$CAIRN_URL/health" >/dev/null && return; sleep 0.1; done
-    echo "the server did not start" >&2
-    exit 1
-}
-
-stop() {
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=
-    [ -n "$db" ] && dropdb --if-exists "$db"
-    db=
-}
+# shellcheck source=bench/server.sh
+. bench/server.sh
 
 # fill ROUND: OLD events into category `old`, 1,000 a request, four at a time.
 fill() {
@@ -80,12 +39,6 @@ fill() {
     done
 }
 
-# append: events/s of one cairn-bench append run.
-append() {
-    "$CAIRN_BENCH" --url "$CAIRN_URL" --events "$events" --clients 8 --json 2>/dev/null |
-        jq -r '.append.events_per_sec'
-}
-
 # old_left: how many events category `old` still holds, past one a stream.
 old_left() {
     local position=1 left=0 page
@@ -100,16 +53,16 @@ old_left() {
 
 measure() {
     local kind=$1
-    start "$kind"
+    start "$kind" --retention-sweep-secs 1
     echo "== $kind: $rounds rounds, $old events to erase, $events appends from 8 clients"
     for round in $(seq "$rounds"); do
         fill "$round"
         local a b began sweep
-        a=$(append)
+        a=$(append 8)
         curl -fsS -X PUT "$CAIRN_URL/categories/old/retention" \
             -H 'Content-Type: application/json' -d '{"max_count": 1}' >/dev/null
         began=$(date +%s.%N)
-        b=$(append)
+        b=$(append 8)
         local b_secs
         b_secs=$(awk -v b="$began" -v n="$(date +%s.%N)" 'BEGIN {printf "%.1f", n - b}')
         local streams=$((round * 100))

@@ -33,7 +33,13 @@ let leaving = new AbortController();
 /** The current hash as [view, args, query]. */
 function route() {
   const [path, search = ""] = location.hash.replace(/^#\/?/, "").split("?");
-  const [name, ...args] = path.split("/").map(decodeURIComponent);
+  const [name, ...args] = path.split("/").map((part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // a malformed escape stays as typed; the server judges it
+    }
+  });
   return [name || "streams", args, new URLSearchParams(search)];
 }
 
@@ -67,7 +73,7 @@ async function render() {
     main.replaceChildren(element);
   } catch (error) {
     if (signal.aborted || error.name === "AbortError") return;
-    if (error instanceof Problem && error.status === 401) return showLogin();
+    if (error instanceof Problem && error.status === 401) return showLogin(error);
     main.replaceChildren(problemBox(error));
   }
 }

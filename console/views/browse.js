@@ -127,9 +127,8 @@ async function globalList({ title, base, hash, query, signal, extra = null, filt
   const position = query.get("position") || "";
   const type = query.get("type") || "";
   const correlation = query.get("correlation_id") || "";
-  const params = { position, limit: PAGE };
-  if (filters) Object.assign(params, { type: words(type), correlation_id: correlation });
-  const page = await get(url(base, params), { signal });
+  const params = filters ? { type: words(type), correlation_id: correlation } : {};
+  const page = await fill(base, params, position, signal);
   const key = `${hash}|${type}|${correlation}`;
   const stack = backStack.get(key) || [];
   const at = (p) => url(hash, { type, correlation_id: correlation, position: p });
@@ -148,6 +147,24 @@ async function globalList({ title, base, hash, query, signal, extra = null, filt
       ["Next page", !page.end
         ? () => { stack.push(position); backStack.set(key, stack); go(at(page.next_position)); } : null],
     ]));
+}
+
+/** Most reads one filtered page may take: past them, "Next page" goes on. */
+const MAX_READS = 20;
+
+/** A page of up to PAGE events from `position`. A filtered read may answer
+ *  short pages, even empty ones, before its end (API.md): read on until the
+ *  page is full, the end is reached, or MAX_READS reads were made. */
+async function fill(base, params, position, signal) {
+  const events = [];
+  let next = position;
+  for (let reads = 0; reads < MAX_READS; reads++) {
+    const page = await get(url(base, { ...params, position: next, limit: PAGE - events.length }), { signal });
+    events.push(...page.events);
+    next = page.next_position;
+    if (page.end || events.length >= PAGE) return { events, next_position: next, end: page.end };
+  }
+  return { events, next_position: next, end: false };
 }
 
 /** Pick a category: a box, with the categories of the first streams offered. */

@@ -33,20 +33,26 @@ export async function view(_args, query, signal) {
     return ["/all", { type }];
   };
 
-  const open = async () => {
-    problem.replaceChildren();
+  // EventSource cannot show why a server refused or ended a feed: a
+  // one-event read of the same source surfaces the problem's detail.
+  const readable = async () => {
     const [path, params] = target();
-    // EventSource cannot show why a server refused a feed: a one-event read
-    // of the same source first surfaces the problem's detail.
     try {
       await get(url(path, { ...params, limit: 1 }), { signal });
+      return true;
     } catch (error) {
-      if (error.name === "AbortError") return;
-      problem.replaceChildren(problemBox(error));
-      status.textContent = "Not following.";
-      return;
+      if (error.name !== "AbortError") {
+        problem.replaceChildren(problemBox(error));
+        status.textContent = "Not following.";
+      }
+      return false;
     }
-    if (signal.aborted) return;
+  };
+
+  const open = async () => {
+    problem.replaceChildren();
+    if (!(await readable()) || signal.aborted) return;
+    const [path, params] = target();
     feed = new EventSource(feedUrl(path, { ...params, position: resumeAt }));
     feed.onmessage = (message) => {
       const event = JSON.parse(message.data);
@@ -63,6 +69,7 @@ export async function view(_args, query, signal) {
     feed.onerror = () => {
       if (feed && feed.readyState === EventSource.CLOSED) {
         status.textContent = "The feed ended.";
+        readable();
       } else {
         status.textContent = "Reconnecting…";
       }

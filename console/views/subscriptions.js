@@ -8,20 +8,22 @@ import { eventHash, h, link, pager, pretty, problemBox, table, time } from "../u
 /** How often the figures refresh. */
 const REFRESH_MS = 2000;
 
-/** Calls `draw` now and every REFRESH_MS until the view is left; a failed
- *  refresh shows its problem and the next one tries again. */
+/** Calls `draw` now and REFRESH_MS after each answer until the view is
+ *  left (a slow server never gets overlapping refreshes); a failed refresh
+ *  shows its problem and the next one tries again. */
 async function refreshing(signal, draw) {
   const holder = h("div", {});
+  let timer;
   const tick = async () => {
     try {
       holder.replaceChildren(await draw());
     } catch (error) {
       if (error.name !== "AbortError") holder.replaceChildren(problemBox(error));
     }
+    if (!signal.aborted) timer = setTimeout(tick, REFRESH_MS);
   };
   await tick();
-  const timer = setInterval(tick, REFRESH_MS);
-  signal.addEventListener("abort", () => clearInterval(timer));
+  signal.addEventListener("abort", () => clearTimeout(timer));
   return holder;
 }
 

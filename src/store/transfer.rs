@@ -542,6 +542,19 @@ struct Restored {
     invalid: Option<ImportError>,
 }
 
+/// The records of a run of one kind (`TransferItem::$variant`), with their
+/// line numbers.
+macro_rules! of {
+    ($run:expr, $variant:ident) => {
+        $run.iter()
+            .filter_map(|(line, item)| match item {
+                TransferItem::$variant(record) => Some((*line, record)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
 /// Restores a chunk's lines in order, kind by kind, within the transaction.
 async fn restore<B: SqlBackend>(
     conn: &mut Conn<B>,
@@ -556,35 +569,23 @@ async fn restore<B: SqlBackend>(
         }
         let invalid = match kind {
             TransferKind::Event => {
-                let events = of(run, |item| match item {
-                    TransferItem::Event(event) => Some(event),
-                    _ => None,
-                });
+                let events = of!(run, Event);
                 let (wrote, invalid) = restore_events::<B>(conn, import, &events).await?;
                 restored.events |= wrote;
                 invalid
             }
             TransferKind::Snapshot => {
-                let snapshots = of(run, |item| match item {
-                    TransferItem::Snapshot(snapshot) => Some(snapshot),
-                    _ => None,
-                });
+                let snapshots = of!(run, Snapshot);
                 B::Db::execute(conn, insert_snapshots::<B>(&snapshots)).await?;
                 None
             }
             TransferKind::Checkpoint => {
-                let checkpoints = of(run, |item| match item {
-                    TransferItem::Checkpoint(checkpoint) => Some(checkpoint),
-                    _ => None,
-                });
+                let checkpoints = of!(run, Checkpoint);
                 B::Db::execute(conn, upsert_checkpoints::<B>(&checkpoints)).await?;
                 None
             }
             TransferKind::Schema => {
-                let schemas = of(run, |item| match item {
-                    TransferItem::Schema(schema) => Some(schema),
-                    _ => None,
-                });
+                let schemas = of!(run, Schema);
                 B::Db::execute(conn, upsert_schemas::<B>(&schemas)).await?;
                 None
             }
@@ -600,17 +601,11 @@ async fn restore<B: SqlBackend>(
                 None
             }
             TransferKind::Tombstone => {
-                let tombstones = of(run, |item| match item {
-                    TransferItem::Tombstone(tombstone) => Some(tombstone),
-                    _ => None,
-                });
+                let tombstones = of!(run, Tombstone);
                 restore_tombstones::<B>(conn, &tombstones).await?
             }
             TransferKind::Stream => {
-                let streams = of(run, |item| match item {
-                    TransferItem::Stream(stream) => Some(stream),
-                    _ => None,
-                });
+                let streams = of!(run, Stream);
                 restore_streams::<B>(conn, &streams).await?
             }
             TransferKind::Head => {
@@ -628,13 +623,6 @@ async fn restore<B: SqlBackend>(
         }
     }
     Ok(restored)
-}
-
-/// The records of a run of one kind, with their line numbers.
-fn of<T>(run: &[(u64, TransferItem)], pick: fn(&TransferItem) -> Option<&T>) -> Vec<(u64, &T)> {
-    run.iter()
-        .filter_map(|(line, item)| Some((*line, pick(item)?)))
-        .collect()
 }
 
 /// The highest global position of a stored event (NULL: none).
