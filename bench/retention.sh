@@ -76,8 +76,4 @@ measure() {
     stop
 }
 
-case "$store" in
-    both) measure sqlite; measure postgres ;;
-    sqlite | postgres) measure "$store" ;;
-    *) echo "STORE is sqlite, postgres or both" >&2; exit 2 ;;
-esac
+each_store "$store" measure

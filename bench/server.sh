@@ -56,3 +56,12 @@ append() {
     "$CAIRN_BENCH" --url "$CAIRN_URL" --events "$events" --clients "$1" --json 2>/dev/null |
         jq -r '.append.events_per_sec'
 }
+
+# each_store STORE FN: runs FN sqlite, FN postgres or both, as STORE says.
+each_store() {
+    case "$1" in
+        both) "$2" sqlite; "$2" postgres ;;
+        sqlite | postgres) "$2" "$1" ;;
+        *) echo "STORE is sqlite, postgres or both, not $1" >&2; exit 2 ;;
+    esac
+}
